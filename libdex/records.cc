@@ -1,1 +1,302 @@
+#include "libdex/records.h"
 
+#include <cinttypes>
+#include <cstdio>
+
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+namespace dex::internal {
+namespace {
+
+using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
+
+void Str(Writer& w, const char* name, std::string_view value) {
+  w.Key(name);
+  w.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
+}
+
+void Int(Writer& w, const char* name, int64_t value) {
+  w.Key(name);
+  w.Int64(value);
+}
+
+Status Corrupt(const char* what) {
+  return Status(Category::kInternal, "internal_error",
+                std::string("store: corrupt ") + what + " record");
+}
+
+// Reads fields leniently: a missing field keeps the default, so records
+// written by older versions still decode.
+struct Reader {
+  const rapidjson::Value& v;
+  std::string GetStr(const char* name) const {
+    auto it = v.FindMember(name);
+    if (it == v.MemberEnd() || !it->value.IsString()) return "";
+    return std::string(it->value.GetString(), it->value.GetStringLength());
+  }
+  int64_t GetInt(const char* name, int64_t fallback = 0) const {
+    auto it = v.FindMember(name);
+    if (it == v.MemberEnd() || !it->value.IsInt64()) return fallback;
+    return it->value.GetInt64();
+  }
+  bool Has(const char* name) const { return v.HasMember(name); }
+};
+
+bool Parse(std::string_view bytes, rapidjson::Document* doc) {
+  doc->Parse(bytes.data(), bytes.size());
+  return !doc->HasParseError() && doc->IsObject();
+}
+
+void WriteLimits(Writer& w, const RunLimits& l) {
+  Int(w, "wall_ms", l.wall_ms);
+  Int(w, "cpu_ms", l.cpu_ms);
+  Int(w, "memory_mb", l.memory_mb);
+  Int(w, "output_bytes", l.output_bytes);
+  Int(w, "processes", l.processes);
+}
+
+void ReadLimits(const Reader& r, RunLimits* l) {
+  l->wall_ms = r.GetInt("wall_ms", l->wall_ms);
+  l->cpu_ms = r.GetInt("cpu_ms", l->cpu_ms);
+  l->memory_mb = r.GetInt("memory_mb", l->memory_mb);
+  l->output_bytes = r.GetInt("output_bytes", l->output_bytes);
+  l->processes = r.GetInt("processes", l->processes);
+}
+
+}  // namespace
+
+std::string PadNumber(uint64_t n) {
+  char buf[24];
+  snprintf(buf, sizeof buf, "%020" PRIu64, n);
+  return buf;
+}
+
+std::string EncodeUser(const User& user) {
+  rapidjson::StringBuffer sb;
+  Writer w(sb);
+  w.StartObject();
+  Str(w, "id", user.id);
+  Str(w, "plan", user.plan);
+  Str(w, "status", SubscriptionStatusName(user.status));
+  Int(w, "status_changed_ms", user.status_changed_ms);
+  Int(w, "created_ms", user.created_ms);
+  w.EndObject();
+  return sb.GetString();
+}
+
+Status DecodeUser(std::string_view bytes, User* user) {
+  rapidjson::Document doc;
+  if (!Parse(bytes, &doc)) return Corrupt("user");
+  Reader r{doc};
+  user->id = r.GetStr("id");
+  user->plan = r.GetStr("plan");
+  if (!ParseSubscriptionStatus(r.GetStr("status"), &user->status)) {
+    return Corrupt("user");
+  }
+  user->status_changed_ms = r.GetInt("status_changed_ms");
+  user->created_ms = r.GetInt("created_ms");
+  return Status::Ok();
+}
+
+std::string EncodePlan(const Plan& plan) {
+  rapidjson::StringBuffer sb;
+  Writer w(sb);
+  w.StartObject();
+  Str(w, "name", plan.name);
+  Int(w, "quota_monthly", plan.quota_monthly);
+  Int(w, "wall_ms", plan.max.wall_ms);
+  Int(w, "cpu_ms", plan.max.cpu_ms);
+  Int(w, "memory_mb", plan.max.memory_mb);
+  Int(w, "output_bytes", plan.max.output_bytes);
+  Int(w, "processes", plan.max.processes);
+  Int(w, "concurrent", plan.max.concurrent);
+  w.EndObject();
+  return sb.GetString();
+}
+
+Status DecodePlan(std::string_view bytes, Plan* plan) {
+  rapidjson::Document doc;
+  if (!Parse(bytes, &doc)) return Corrupt("plan");
+  Reader r{doc};
+  plan->name = r.GetStr("name");
+  plan->quota_monthly = r.GetInt("quota_monthly");
+  plan->max.wall_ms = r.GetInt("wall_ms", plan->max.wall_ms);
+  plan->max.cpu_ms = r.GetInt("cpu_ms", plan->max.cpu_ms);
+  plan->max.memory_mb = r.GetInt("memory_mb", plan->max.memory_mb);
+  plan->max.output_bytes = r.GetInt("output_bytes", plan->max.output_bytes);
+  plan->max.processes = r.GetInt("processes", plan->max.processes);
+  plan->max.concurrent = r.GetInt("concurrent", plan->max.concurrent);
+  return Status::Ok();
+}
+
+std::string EncodeKey(const KeyRecord& key) {
+  rapidjson::StringBuffer sb;
+  Writer w(sb);
+  w.StartObject();
+  Str(w, "id", key.info.id);
+  Str(w, "user_id", key.info.user_id);
+  Str(w, "name", key.info.name);
+  Str(w, "hint", key.info.hint);
+  Str(w, "hash", key.hash_hex);
+  w.Key("active");
+  w.Bool(key.info.active);
+  Int(w, "created_ms", key.info.created_ms);
+  if (key.info.last_used_ms) Int(w, "last_used_ms", *key.info.last_used_ms);
+  if (key.info.disabled_ms) Int(w, "disabled_ms", *key.info.disabled_ms);
+  w.EndObject();
+  return sb.GetString();
+}
+
+Status DecodeKey(std::string_view bytes, KeyRecord* key) {
+  rapidjson::Document doc;
+  if (!Parse(bytes, &doc)) return Corrupt("key");
+  Reader r{doc};
+  key->info.id = r.GetStr("id");
+  key->info.user_id = r.GetStr("user_id");
+  key->info.name = r.GetStr("name");
+  key->info.hint = r.GetStr("hint");
+  key->hash_hex = r.GetStr("hash");
+  auto active = doc.FindMember("active");
+  key->info.active = active != doc.MemberEnd() && active->value.IsBool() &&
+                     active->value.GetBool();
+  key->info.created_ms = r.GetInt("created_ms");
+  key->info.last_used_ms.reset();
+  key->info.disabled_ms.reset();
+  if (r.Has("last_used_ms")) key->info.last_used_ms = r.GetInt("last_used_ms");
+  if (r.Has("disabled_ms")) key->info.disabled_ms = r.GetInt("disabled_ms");
+  return Status::Ok();
+}
+
+std::string EncodeExecution(const Execution& e) {
+  rapidjson::StringBuffer sb;
+  Writer w(sb);
+  w.StartObject();
+  Str(w, "id", e.id);
+  Str(w, "user_id", e.user_id);
+  Str(w, "language", e.language);
+  Int(w, "state", static_cast<int>(e.state));
+  Str(w, "period", e.period);
+  Int(w, "created_ms", e.created_ms);
+  Int(w, "started_ms", e.started_ms);
+  Int(w, "finished_ms", e.finished_ms);
+  Int(w, "queue_ms", e.queue_ms);
+  w.Key("limits");
+  w.StartObject();
+  WriteLimits(w, e.limits);
+  w.EndObject();
+  const RunOutcome& o = e.outcome;
+  Int(w, "reason", static_cast<int>(o.reason));
+  Int(w, "exit_code", o.exit_code);
+  Int(w, "signal", o.signal);
+  Int(w, "wall_ms", o.wall_ms);
+  Int(w, "cpu_ms", o.cpu_ms);
+  Int(w, "peak_memory_kb", o.peak_memory_kb);
+  Int(w, "startup_ms", o.startup_ms);
+  Str(w, "stdout", o.stdout_data);
+  Str(w, "stderr", o.stderr_data);
+  w.Key("stdout_truncated");
+  w.Bool(o.stdout_truncated);
+  w.Key("stderr_truncated");
+  w.Bool(o.stderr_truncated);
+  Str(w, "detail", e.detail);
+  w.EndObject();
+  return sb.GetString();
+}
+
+Status DecodeExecution(std::string_view bytes, Execution* e) {
+  rapidjson::Document doc;
+  if (!Parse(bytes, &doc)) return Corrupt("execution");
+  Reader r{doc};
+  e->id = r.GetStr("id");
+  e->user_id = r.GetStr("user_id");
+  e->language = r.GetStr("language");
+  int64_t state = r.GetInt("state");
+  if (state < 0 || state > static_cast<int>(ExecState::kFailed)) {
+    return Corrupt("execution");
+  }
+  e->state = static_cast<ExecState>(state);
+  e->period = r.GetStr("period");
+  e->created_ms = r.GetInt("created_ms");
+  e->started_ms = r.GetInt("started_ms");
+  e->finished_ms = r.GetInt("finished_ms");
+  e->queue_ms = r.GetInt("queue_ms");
+  auto limits = doc.FindMember("limits");
+  if (limits != doc.MemberEnd() && limits->value.IsObject()) {
+    ReadLimits(Reader{limits->value}, &e->limits);
+  }
+  RunOutcome& o = e->outcome;
+  int64_t reason = r.GetInt("reason");
+  if (reason < 0 || reason > static_cast<int>(Reason::kSandboxError)) {
+    return Corrupt("execution");
+  }
+  o.reason = static_cast<Reason>(reason);
+  o.exit_code = static_cast<int>(r.GetInt("exit_code"));
+  o.signal = static_cast<int>(r.GetInt("signal"));
+  o.wall_ms = r.GetInt("wall_ms");
+  o.cpu_ms = r.GetInt("cpu_ms");
+  o.peak_memory_kb = r.GetInt("peak_memory_kb");
+  o.startup_ms = r.GetInt("startup_ms");
+  o.stdout_data = r.GetStr("stdout");
+  o.stderr_data = r.GetStr("stderr");
+  auto flag = [&](const char* name) {
+    auto it = doc.FindMember(name);
+    return it != doc.MemberEnd() && it->value.IsBool() && it->value.GetBool();
+  };
+  o.stdout_truncated = flag("stdout_truncated");
+  o.stderr_truncated = flag("stderr_truncated");
+  e->detail = r.GetStr("detail");
+  return Status::Ok();
+}
+
+// Scripts and stdin are arbitrary bytes: "<script length>\n<has stdin>"
+// followed by the script and the stdin bytes.
+std::string EncodeScript(const ScriptRecord& s) {
+  std::string out = std::to_string(s.script.size()) + "\n" +
+                    (s.has_stdin ? "1" : "0");
+  out += s.script;
+  out += s.stdin_data;
+  return out;
+}
+
+Status DecodeScript(std::string_view bytes, ScriptRecord* s) {
+  size_t nl = bytes.find('\n');
+  if (nl == std::string_view::npos || nl + 2 > bytes.size()) {
+    return Corrupt("script");
+  }
+  uint64_t len = 0;
+  for (char c : bytes.substr(0, nl)) {
+    if (c < '0' || c > '9') return Corrupt("script");
+    len = len * 10 + static_cast<uint64_t>(c - '0');
+  }
+  std::string_view rest = bytes.substr(nl + 2);
+  if (len > rest.size()) return Corrupt("script");
+  s->has_stdin = bytes[nl + 1] == '1';
+  s->script.assign(rest.substr(0, len));
+  s->stdin_data.assign(rest.substr(len));
+  return Status::Ok();
+}
+
+std::string EncodeIdempotency(const IdempotencyRecord& rec) {
+  rapidjson::StringBuffer sb;
+  Writer w(sb);
+  w.StartObject();
+  Str(w, "execution_id", rec.execution_id);
+  Str(w, "fingerprint", rec.fingerprint);
+  Int(w, "created_ms", rec.created_ms);
+  w.EndObject();
+  return sb.GetString();
+}
+
+Status DecodeIdempotency(std::string_view bytes, IdempotencyRecord* rec) {
+  rapidjson::Document doc;
+  if (!Parse(bytes, &doc)) return Corrupt("idempotency");
+  Reader r{doc};
+  rec->execution_id = r.GetStr("execution_id");
+  rec->fingerprint = r.GetStr("fingerprint");
+  rec->created_ms = r.GetInt("created_ms");
+  return Status::Ok();
+}
+
+}  // namespace dex::internal

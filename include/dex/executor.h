@@ -64,6 +64,9 @@ struct SubmitRequest {
   // different one, kFailedPrecondition "idempotency_key_reused".
   std::string idempotency_key;
   std::string fingerprint;  // a digest of the request, compared on replay
+  // The user's runs in sandboxes at once (the plan's "runs at once"); 0
+  // means no cap of its own.
+  int64_t max_concurrent = 0;
 };
 
 struct SubmitResult {
