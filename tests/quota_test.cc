@@ -1,1 +1,133 @@
 #include <doctest/doctest.h>
+
+#include "dex/quota.h"
+#include "dex/store.h"
+#include "tests/test_util.h"
+
+namespace {
+
+struct QuotaFixture {
+  dex::test::TempDir dir;
+  dex::test::FakeClock clock{dex::test::UtcMs(2026, 12, 4, 12)};
+  std::unique_ptr<dex::Store> store;
+  std::unique_ptr<dex::Quota> quota;
+
+  QuotaFixture() {
+    dex::StoreOptions options;
+    options.path = dir.path();
+    auto opened = dex::Store::Open(options);
+    REQUIRE(opened.ok());
+    store = std::move(*opened);
+    dex::QuotaOptions quota_options;
+    quota_options.clock = &clock;
+    auto q = dex::Quota::Open(store.get(), quota_options);
+    REQUIRE(q.ok());
+    quota = std::move(*q);
+  }
+
+  dex::Status Admit(const std::string& user_id, std::string* period) {
+    return store->Update([&](dex::Txn& txn) {
+      return quota->Admit(txn, user_id, period);
+    });
+  }
+
+  std::string UserOn(const std::string& plan_name, int64_t runs) {
+    dex::Plan plan{plan_name, runs, dex::PlanMaxima{}};
+    REQUIRE(quota->SetPlan(plan).ok());
+    auto user = quota->CreateUser(plan_name);
+    REQUIRE(user.ok());
+    return user->id;
+  }
+};
+
+}  // namespace
+
+TEST_CASE_FIXTURE(QuotaFixture, "the default plans exist from the first open") {
+  auto starter = quota->GetPlan("starter");
+  REQUIRE(starter.ok());
+  CHECK(starter->quota_monthly == 3000);
+  CHECK(starter->max.wall_ms == 30'000);
+  CHECK(starter->max.memory_mb == 256);
+  CHECK(quota->GetPlan("free")->quota_monthly == 100);
+  CHECK(quota->GetPlan("pro")->max.concurrent == 16);
+}
+
+TEST_CASE_FIXTURE(QuotaFixture, "admission stops exactly at the limit") {
+  std::string user = UserOn("tiny", 3);
+  std::string period;
+  for (int i = 0; i < 3; ++i) CHECK(Admit(user, &period).ok());
+  dex::Status over = Admit(user, &period);
+  CHECK(over.code() == "quota_exceeded");
+  CHECK(quota->Usage(user)->used == 3);
+  CHECK(quota->Usage(user)->remaining == 0);
+}
+
+TEST_CASE_FIXTURE(QuotaFixture, "a new month starts with no usage") {
+  std::string user = UserOn("tiny", 1);
+  std::string period;
+  CHECK(Admit(user, &period).ok());
+  CHECK(period == "2026-12");
+  CHECK(Admit(user, &period).code() == "quota_exceeded");
+  clock.Set(dex::test::UtcMs(2027, 1, 1, 0, 0, 0));
+  CHECK(quota->Usage(user)->used == 0);
+  CHECK(Admit(user, &period).ok());
+  CHECK(period == "2027-01");
+}
+
+TEST_CASE_FIXTURE(QuotaFixture, "period bounds are the UTC calendar month") {
+  auto view = quota->Usage(UserOn("tiny", 1));
+  REQUIRE(view.ok());
+  CHECK(view->period_start_ms == dex::test::UtcMs(2026, 12, 1));
+  CHECK(view->period_end_ms == dex::test::UtcMs(2027, 1, 1));
+}
+
+TEST_CASE_FIXTURE(QuotaFixture, "a refund gives back one unit") {
+  std::string user = UserOn("tiny", 1);
+  std::string period;
+  CHECK(Admit(user, &period).ok());
+  CHECK(store->Update([&](dex::Txn& txn) {
+               return quota->Refund(txn, user, period);
+             }).ok());
+  CHECK(quota->Usage(user)->used == 0);
+  CHECK(Admit(user, &period).ok());
+}
+
+TEST_CASE_FIXTURE(QuotaFixture, "a canceled subscription falls back to free") {
+  auto user = quota->CreateUser("pro");
+  REQUIRE(user.ok());
+  CHECK(quota->UpdateUser(user->id, std::nullopt,
+                          dex::SubscriptionStatus::kCanceled)
+            .ok());
+  auto view = quota->Usage(user->id);
+  CHECK(view->effective_plan.name == "free");
+  CHECK(view->user.plan == "pro");
+}
+
+TEST_CASE_FIXTURE(QuotaFixture, "past_due keeps the plan for the grace period") {
+  auto user = quota->CreateUser("pro");
+  REQUIRE(user.ok());
+  CHECK(quota->UpdateUser(user->id, std::nullopt,
+                          dex::SubscriptionStatus::kPastDue)
+            .ok());
+  clock.Advance(6ll * 24 * 3600 * 1000);
+  CHECK(quota->Usage(user->id)->effective_plan.name == "pro");
+  clock.Advance(1ll * 24 * 3600 * 1000);
+  CHECK(quota->Usage(user->id)->effective_plan.name == "free");
+}
+
+TEST_CASE_FIXTURE(QuotaFixture,
+                  "a plan that allows nothing answers subscription_inactive") {
+  std::string user = UserOn("none", 0);
+  std::string period;
+  CHECK(Admit(user, &period).code() == "subscription_inactive");
+  CHECK(quota->Usage(user)->used == 0);
+}
+
+TEST_CASE_FIXTURE(QuotaFixture, "invalid plans are refused") {
+  dex::Plan bad{"bad", -1, dex::PlanMaxima{}};
+  CHECK(quota->SetPlan(bad).status().code() == "invalid_request");
+  bad.quota_monthly = 1;
+  bad.max.memory_mb = 0;
+  CHECK(quota->SetPlan(bad).status().code() == "invalid_request");
+  CHECK(quota->CreateUser("nosuch").status().code() == "invalid_request");
+}

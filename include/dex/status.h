@@ -26,7 +26,7 @@ enum class Category {
   kInternal,
 };
 
-class DEX_EXPORT [[nodiscard]] Status {
+class [[nodiscard]] DEX_EXPORT Status {
  public:
   Status() = default;
   Status(Category category, std::string code, std::string message);
