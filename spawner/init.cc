@@ -1,1 +1,616 @@
+#include "spawner/init.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/sendfile.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <string>
+
+#include "spawner/unique_fd.h"
+
+namespace dex::spawner {
+namespace {
+
+using internal::InitMessage;
+using internal::SpawnRequest;
+
+constexpr uid_t kScriptId = 1000;
+// The new root is assembled on a tmpfs mounted here in the run's own mount
+// namespace; the host's /tmp is untouched.
+constexpr const char* kStage = "/tmp";
+constexpr const char* kScratchStage = "/tmp/.scratch";
+constexpr long kSampleNs = 10'000'000;  // DESIGN: at least every 10 ms
+constexpr int64_t kOpenFiles = 256;
+constexpr int64_t kFileSizeBytes = int64_t{1} << 30;  // tmpfs is the real cap
+
+// Written at build time of the environment; fixed and documented.
+char kEnvPath[] = "PATH=/usr/local/bin:/usr/bin:/bin";
+char kEnvHome[] = "HOME=/work";
+char kEnvLang[] = "LANG=C.UTF-8";
+char kEnvArena[] = "MALLOC_ARENA_MAX=2";
+char kEnvTmp[] = "TMPDIR=/tmp";
+char* const kEnvironment[] = {kEnvPath,  kEnvHome, kEnvLang,
+                              kEnvArena, kEnvTmp,  nullptr};
+
+int64_t MonotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+void WriteMessage(int fd, const InitMessage& message) {
+  while (write(fd, &message, sizeof(message)) < 0 && errno == EINTR) {
+  }
+}
+
+// A failed set-up step: "what: why".
+struct SetupError {
+  std::string text;
+};
+
+bool Fail(SetupError* error, const std::string& what) {
+  error->text = what + ": " + strerror(errno);
+  return false;
+}
+
+bool MountAt(const char* source, const std::string& target, const char* type,
+             unsigned long flags, const char* data, SetupError* error) {
+  if (mount(source, target.c_str(), type, flags, data) == 0) return true;
+  return Fail(error, "mount " + target);
+}
+
+// Read-only (and nosuid, and nodev unless a device) for the whole subtree;
+// mount_setattr keeps the flags the host locked on these binds.
+bool Seal(const std::string& target, bool device, SetupError* error) {
+  mount_attr attr = {};
+  attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID;
+  if (!device) attr.attr_set |= MOUNT_ATTR_NODEV;
+  if (device) attr.attr_set |= MOUNT_ATTR_NOEXEC;
+  if (syscall(SYS_mount_setattr, AT_FDCWD, target.c_str(), AT_RECURSIVE, &attr,
+              sizeof(attr)) == 0) {
+    return true;
+  }
+  return Fail(error, "seal " + target);
+}
+
+bool BindReadOnly(const std::string& source, const std::string& target,
+                  bool device, SetupError* error) {
+  return MountAt(source.c_str(), target, nullptr, MS_BIND | MS_REC, nullptr,
+                 error) &&
+         Seal(target, device, error);
+}
+
+bool MakeFile(const std::string& path, const std::string& text,
+              SetupError* error) {
+  UniqueFd fd(
+      open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (!fd.valid()) return Fail(error, "create " + path);
+  if (write(fd.get(), text.data(), text.size()) !=
+      static_cast<ssize_t>(text.size())) {
+    return Fail(error, "write " + path);
+  }
+  return true;
+}
+
+bool MakeDir(const std::string& path, mode_t mode, SetupError* error) {
+  if (mkdir(path.c_str(), mode) == 0 && chmod(path.c_str(), mode) == 0) {
+    return true;
+  }
+  return Fail(error, "mkdir " + path);
+}
+
+// Mirrors host entry `name` (absolute) into the stage: a symlink is
+// recreated, a directory or file is bound read-only, a missing one skipped.
+bool MirrorHostEntry(const std::string& name, SetupError* error) {
+  struct stat st;
+  if (lstat(name.c_str(), &st) < 0) return true;
+  std::string target = std::string(kStage) + name;
+  if (S_ISLNK(st.st_mode)) {
+    char link[4096];
+    ssize_t n = readlink(name.c_str(), link, sizeof(link) - 1);
+    if (n < 0) return Fail(error, "readlink " + name);
+    link[n] = '\0';
+    if (symlink(link, target.c_str()) == 0) return true;
+    return Fail(error, "symlink " + target);
+  }
+  if (S_ISDIR(st.st_mode)) {
+    if (!MakeDir(target, 0755, error)) return false;
+  } else if (!MakeFile(target, "", error)) {
+    return false;
+  }
+  return BindReadOnly(name, target, false, error);
+}
+
+// ---- The steps building the new root, in order. ----
+
+bool BecomeNamespaceRoot(SetupError* error) {
+  if (setresgid(0, 0, 0) == 0 && setresuid(0, 0, 0) == 0) return true;
+  return Fail(error, "become root of the user namespace");
+}
+
+bool MakeMountsPrivate(SetupError* error) {
+  return MountAt(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr, error);
+}
+
+bool MountStageRoot(SetupError* error) {
+  return MountAt("dex-root", kStage, "tmpfs", MS_NOSUID | MS_NODEV,
+                 "size=1m,mode=0755", error);
+}
+
+bool BindSystemDirs(SetupError* error) {
+  for (const char* name :
+       {"/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"}) {
+    if (!MirrorHostEntry(name, error)) return false;
+  }
+  return true;
+}
+
+bool BuildEtc(SetupError* error) {
+  std::string etc = std::string(kStage) + "/etc";
+  if (!MakeDir(etc, 0755, error)) return false;
+  if (!MakeFile(etc + "/passwd",
+                "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+                "sandbox:x:1000:1000:sandbox:/work:/usr/sbin/nologin\n",
+                error) ||
+      !MakeFile(etc + "/group", "root:x:0:\nsandbox:x:1000:\n", error) ||
+      !MakeFile(etc + "/hosts", "127.0.0.1 localhost\n::1 localhost\n",
+                error) ||
+      !MakeFile(etc + "/hostname", "sandbox\n", error) ||
+      !MakeFile(etc + "/nsswitch.conf",
+                "passwd: files\ngroup: files\nhosts: files\n", error)) {
+    return false;
+  }
+  // What the dynamic loader and Debian's python3 read at start-up.
+  for (const char* name :
+       {"/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives",
+        "/etc/python3", "/etc/python3.11", "/etc/python3.12", "/etc/python3.13",
+        "/etc/mime.types"}) {
+    if (!MirrorHostEntry(name, error)) return false;
+  }
+  return true;
+}
+
+bool BuildDev(SetupError* error) {
+  std::string dev = std::string(kStage) + "/dev";
+  if (!MakeDir(dev, 0755, error)) return false;
+  for (const char* name : {"null", "zero", "full", "random", "urandom"}) {
+    std::string target = dev + "/" + name;
+    if (!MakeFile(target, "", error) ||
+        !BindReadOnly(std::string("/dev/") + name, target, true, error)) {
+      return false;
+    }
+  }
+  const char* const kLinks[][2] = {{"/proc/self/fd", "fd"},
+                                   {"/proc/self/fd/0", "stdin"},
+                                   {"/proc/self/fd/1", "stdout"},
+                                   {"/proc/self/fd/2", "stderr"}};
+  for (const auto& link : kLinks) {
+    if (symlink(link[0], (dev + "/" + link[1]).c_str()) < 0) {
+      return Fail(error, "symlink /dev/" + std::string(link[1]));
+    }
+  }
+  return true;
+}
+
+// hidepid=invisible: the script (uid 1000) sees only its own processes, not
+// init (its environ and cmdline included); init, root of the user
+// namespace, still sees everything it must sample.
+bool MountProc(SetupError* error) {
+  std::string proc = std::string(kStage) + "/proc";
+  return MakeDir(proc, 0555, error) &&
+         MountAt("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                 "hidepid=invisible", error);
+}
+
+// One tmpfs serves /tmp and /work, so its size caps both together.
+bool MountScratch(int64_t tmpfs_kb, SetupError* error) {
+  std::string tmp = std::string(kStage) + "/tmp";
+  std::string work = std::string(kStage) + "/work";
+  std::string options = "size=" + std::to_string(tmpfs_kb) + "k,mode=0755";
+  std::string scratch_tmp = std::string(kScratchStage) + "/tmp";
+  std::string scratch_work = std::string(kScratchStage) + "/work";
+  if (!MakeDir(kScratchStage, 0700, error) || !MakeDir(tmp, 0755, error) ||
+      !MakeDir(work, 0755, error) ||
+      !MountAt("dex-scratch", kScratchStage, "tmpfs", MS_NOSUID | MS_NODEV,
+               options.c_str(), error) ||
+      !MakeDir(scratch_tmp, 01777, error) ||
+      !MakeDir(scratch_work, 0755, error)) {
+    return false;
+  }
+  if (chown(scratch_work.c_str(), kScriptId, kScriptId) < 0) {
+    return Fail(error, "chown /work");
+  }
+  if (!MountAt(scratch_tmp.c_str(), tmp, nullptr, MS_BIND, nullptr, error) ||
+      !MountAt(scratch_work.c_str(), work, nullptr, MS_BIND, nullptr, error)) {
+    return false;
+  }
+  if (umount2(kScratchStage, MNT_DETACH) < 0 || rmdir(kScratchStage) < 0) {
+    return Fail(error, "drop scratch stage");
+  }
+  return true;
+}
+
+bool CopyScript(int script_fd, int64_t size, SetupError* error) {
+  std::string path = std::string(kStage) + "/work/main.py";
+  UniqueFd out(
+      open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (!out.valid()) return Fail(error, "create main.py");
+  off_t offset = 0;
+  while (offset < size) {
+    ssize_t n = sendfile(out.get(), script_fd, &offset, size - offset);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return Fail(error, "copy main.py");
+  }
+  if (fchown(out.get(), kScriptId, kScriptId) < 0) {
+    return Fail(error, "chown main.py");
+  }
+  return true;
+}
+
+// The old root is detached at once: nothing of the host stays reachable.
+bool PivotRoot(SetupError* error) {
+  if (chdir(kStage) < 0) return Fail(error, "chdir new root");
+  if (syscall(SYS_pivot_root, ".", ".") < 0) return Fail(error, "pivot_root");
+  if (umount2(".", MNT_DETACH) < 0) return Fail(error, "detach old root");
+  if (chdir("/") < 0) return Fail(error, "chdir /");
+  return true;
+}
+
+bool SealRoot(SetupError* error) {
+  if (sethostname("sandbox", 7) < 0) return Fail(error, "sethostname");
+  return MountAt(nullptr, "/", nullptr,
+                 MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr, error);
+}
+
+// ---- The script process: between fork and exec, no allocation. ----
+
+void SetLimit(int resource, rlim_t soft, rlim_t hard) {
+  rlimit limit = {soft, hard};
+  setrlimit(resource, &limit);
+}
+
+struct ScriptPlan {
+  char* argv[6];
+  int stdin_fd, stdout_fd, stderr_fd, status_fd;
+  rlim_t processes, cpu_seconds;
+  const sock_fprog* seccomp;
+};
+
+[[noreturn]] void ExecScript(const ScriptPlan& plan) {
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  setsid();
+
+  // RLIMIT_CPU is a per-process backstop only; init enforces the summed
+  // limit. RLIMIT_AS stays unset: it breaks threads (see SANDBOX-NOTES).
+  SetLimit(RLIMIT_NPROC, plan.processes, plan.processes);
+  SetLimit(RLIMIT_NOFILE, kOpenFiles, kOpenFiles);
+  SetLimit(RLIMIT_FSIZE, kFileSizeBytes, kFileSizeBytes);
+  SetLimit(RLIMIT_CPU, plan.cpu_seconds, plan.cpu_seconds + 1);
+  SetLimit(RLIMIT_CORE, 0, 0);
+
+  // Dropping to a non-zero uid clears every capability.
+  if (setresgid(kScriptId, kScriptId, kScriptId) < 0 ||
+      setresuid(kScriptId, kScriptId, kScriptId) < 0) {
+    _exit(126);
+  }
+  if (dup2(plan.stdin_fd, 0) < 0 || dup2(plan.stdout_fd, 1) < 0 ||
+      dup2(plan.stderr_fd, 2) < 0) {
+    _exit(126);
+  }
+  InitMessage started = {};
+  started.kind = internal::kStarted;
+  started.mono_ns = MonotonicNs();
+  WriteMessage(plan.status_fd, started);
+  syscall(SYS_close_range, 3u, ~0u, 0u);
+  if (chdir("/work") < 0) _exit(126);
+
+  // no_new_privs must precede an unprivileged seccomp load; seccomp comes
+  // last so that nothing above runs under it.
+  prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+  if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, plan.seccomp) < 0) {
+    _exit(126);
+  }
+  execve(plan.argv[0], plan.argv, kEnvironment);
+  static const char kExecFailed[] = "dex: cannot start the interpreter\n";
+  ssize_t ignored = write(2, kExecFailed, sizeof(kExecFailed) - 1);
+  (void)ignored;
+  _exit(127);
+}
+
+// ---- Init's watch over the run. ----
+
+struct Usage {
+  int64_t memory_kb = 0;  // anonymous + shmem resident, tmpfs included
+  int64_t cpu_us = 0;     // live processes and reaped ones
+  int64_t tasks = 0;      // threads of every live process
+};
+
+// Reads a small /proc file into buf (NUL-terminated). False if gone.
+bool ReadProcFile(const char* path, char* buf, size_t size) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  ssize_t n = read(fd, buf, size - 1);
+  close(fd);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  return true;
+}
+
+int64_t StatusField(const char* status, const char* name) {
+  const char* at = strstr(status, name);
+  return at == nullptr ? 0 : strtoll(at + strlen(name), nullptr, 10);
+}
+
+int64_t RusageChildrenUs() {
+  rusage usage;
+  getrusage(RUSAGE_CHILDREN, &usage);
+  return (int64_t{usage.ru_utime.tv_sec} + usage.ru_stime.tv_sec) * 1'000'000 +
+         usage.ru_utime.tv_usec + usage.ru_stime.tv_usec;
+}
+
+class Watch {
+ public:
+  Watch(const SpawnRequest& request, int status_fd, int control_fd)
+      : request_(request),
+        status_fd_(status_fd),
+        control_fd_(control_fd),
+        tick_us_(1'000'000 / sysconf(_SC_CLK_TCK)) {}
+
+  // Runs until the script exits, then clears the namespace and reports.
+  [[noreturn]] void Run(pid_t script, int signal_fd) {
+    script_ = script;
+    UniqueFd timer(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC));
+    itimerspec every = {{0, kSampleNs}, {0, kSampleNs}};
+    timerfd_settime(timer.get(), 0, &every, nullptr);
+    while (!script_done_) {
+      pollfd fds[3] = {{signal_fd, POLLIN, 0},
+                       {timer.get(), POLLIN, 0},
+                       {control_fd_.get(), POLLIN, 0}};
+      int count = control_fd_.valid() ? 3 : 2;
+      if (poll(fds, count, -1) < 0) continue;
+      if (fds[0].revents != 0) DrainSignals(signal_fd);
+      Reap(WNOHANG);
+      if (script_done_) break;
+      if (count == 3 && fds[2].revents != 0) OnControl();
+      if (fds[1].revents != 0) OnTick(timer.get());
+    }
+    KillAndReapAll();
+    Report();
+  }
+
+ private:
+  void DrainSignals(int signal_fd) {
+    signalfd_siginfo info;
+    while (read(signal_fd, &info, sizeof(info)) == sizeof(info)) {
+    }
+  }
+
+  void KillAll() { kill(-1, SIGKILL); }
+
+  // Reaps children; records the script's status and end time.
+  void Reap(int options) {
+    for (;;) {
+      int status;
+      rusage usage;
+      pid_t pid = wait4(-1, &status, options | __WALL, &usage);
+      if (pid <= 0) return;
+      peak_kb_ = std::max<int64_t>(peak_kb_, usage.ru_maxrss);
+      if (pid == script_) {
+        script_done_ = true;
+        script_status_ = status;
+        end_ns_ = MonotonicNs();
+      }
+    }
+  }
+
+  // Kill again each round: a fork racing the first kill may have escaped.
+  void KillAndReapAll() {
+    for (;;) {
+      KillAll();
+      int status;
+      rusage usage;
+      pid_t pid = wait4(-1, &status, __WALL, &usage);
+      if (pid < 0 && errno == ECHILD) return;
+      if (pid > 0) peak_kb_ = std::max<int64_t>(peak_kb_, usage.ru_maxrss);
+    }
+  }
+
+  void OnControl() {
+    char byte;
+    ssize_t n = read(control_fd_.get(), &byte, 1);
+    if (n < 0 && errno == EINTR) return;
+    flags_ |= n > 0 ? internal::kFlagWallKill : internal::kFlagSupervisorGone;
+    control_fd_.Reset();
+    KillAll();
+  }
+
+  void OnTick(int timer_fd) {
+    uint64_t expirations;
+    if (read(timer_fd, &expirations, sizeof(expirations)) < 0) return;
+    if (killed_) return;
+    Usage usage = Sample();
+    peak_kb_ = std::max(peak_kb_, usage.memory_kb);
+    if (usage.tasks >= request_.processes) {
+      flags_ |= internal::kFlagProcessLimit;
+    }
+    if (usage.memory_kb > request_.memory_kb) {
+      flags_ |= internal::kFlagMemoryLimit;
+    } else if (usage.cpu_us > request_.cpu_ms * 1000) {
+      flags_ |= internal::kFlagCpuLimit;
+    } else {
+      return;
+    }
+    killed_ = true;
+    KillAll();
+  }
+
+  Usage Sample() {
+    Usage usage;
+    usage.cpu_us = RusageChildrenUs();
+    DIR* proc = opendir("/proc");
+    if (proc == nullptr) return usage;
+    while (dirent* entry = readdir(proc)) {
+      if (entry->d_name[0] < '1' || entry->d_name[0] > '9') continue;
+      if (strcmp(entry->d_name, "1") == 0) continue;
+      SampleProcess(entry->d_name, &usage);
+    }
+    closedir(proc);
+    usage.memory_kb += ScratchUsedKb();
+    return usage;
+  }
+
+  void SampleProcess(const char* pid, Usage* usage) {
+    char path[64];
+    char buf[4096];
+    snprintf(path, sizeof(path), "/proc/%s/stat", pid);
+    if (!ReadProcFile(path, buf, sizeof(buf))) return;
+    // Fields after the command name, which may itself hold spaces: state
+    // is field 3; utime..cstime are 14..17; num_threads is 20.
+    const char* at = strrchr(buf, ')');
+    if (at == nullptr) return;
+    const char* cursor = strchr(at + 2, ' ');  // past the state letter
+    if (cursor == nullptr) return;
+    int64_t field[21] = {};
+    for (int i = 4; i <= 20; ++i) {
+      char* end;
+      field[i] = strtoll(cursor, &end, 10);
+      if (end == cursor) return;
+      cursor = end;
+    }
+    usage->cpu_us += (field[14] + field[15] + field[16] + field[17]) * tick_us_;
+    usage->tasks += field[20];
+    snprintf(path, sizeof(path), "/proc/%s/status", pid);
+    if (!ReadProcFile(path, buf, sizeof(buf))) return;
+    usage->memory_kb +=
+        StatusField(buf, "RssAnon:") + StatusField(buf, "RssShmem:");
+  }
+
+  static int64_t ScratchUsedKb() {
+    struct statfs fs;
+    if (statfs("/work", &fs) < 0) return 0;
+    return static_cast<int64_t>((fs.f_blocks - fs.f_bfree) * fs.f_bsize / 1024);
+  }
+
+  [[noreturn]] void Report() {
+    InitMessage final_report = {};
+    final_report.kind = internal::kFinal;
+    final_report.flags = flags_;
+    final_report.wait_status = script_status_;
+    final_report.mono_ns = end_ns_;
+    final_report.cpu_us = RusageChildrenUs();
+    final_report.peak_memory_kb = peak_kb_;
+    WriteMessage(status_fd_, final_report);
+    _exit(0);
+  }
+
+  const SpawnRequest& request_;
+  int status_fd_;
+  UniqueFd control_fd_;
+  int64_t tick_us_;
+  pid_t script_ = -1;
+  bool script_done_ = false;
+  bool killed_ = false;
+  int script_status_ = 0;
+  int64_t end_ns_ = 0;
+  int64_t peak_kb_ = 0;
+  uint32_t flags_ = 0;
+};
+
+[[noreturn]] void ReportSetupFailure(int status_fd, const std::string& what) {
+  InitMessage message = {};
+  message.kind = internal::kFinal;
+  message.flags = internal::kFlagSetupFailed;
+  snprintf(message.error, sizeof(message.error), "%s", what.c_str());
+  WriteMessage(status_fd, message);
+  _exit(1);
+}
+
+bool BuildSandbox(const InitArgs& args, SetupError* error) {
+  const SpawnRequest& request = *args.request;
+  return BecomeNamespaceRoot(error) && MakeMountsPrivate(error) &&
+         MountStageRoot(error) && BindSystemDirs(error) && BuildEtc(error) &&
+         BuildDev(error) && MountProc(error) &&
+         MountScratch(request.tmpfs_kb, error) &&
+         CopyScript(args.fds[internal::kScriptFd], request.script_bytes,
+                    error) &&
+         PivotRoot(error) && SealRoot(error);
+}
+
+}  // namespace
+
+void RunInit(const InitArgs& args) {
+  int status_fd = args.fds[internal::kStatusFd];
+  char go = 0;
+  // The spawner writes one byte once our id maps exist; end of file means
+  // it gave up on us.
+  if (read(args.sync_fd, &go, 1) != 1) _exit(1);
+  close(args.sync_fd);
+
+  SetupError error;
+  if (!BuildSandbox(args, &error)) ReportSetupFailure(status_fd, error.text);
+  close(args.fds[internal::kScriptFd]);
+
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &mask, nullptr);
+  int signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (signal_fd < 0) {
+    ReportSetupFailure(status_fd, std::string("signalfd: ") + strerror(errno));
+  }
+
+  const SpawnRequest& request = *args.request;
+  ScriptPlan plan = {};
+  static char kIsolated[] = "-I";
+  static char kUnbuffered[] = "-u";
+  static char kMain[] = "main.py";
+  plan.argv[0] = const_cast<char*>(request.python_path);
+  plan.argv[1] = kIsolated;
+  plan.argv[2] = kUnbuffered;
+  plan.argv[3] = kMain;
+  plan.argv[4] = nullptr;
+  plan.stdin_fd = args.fds[internal::kStdinFd];
+  plan.stdout_fd = args.fds[internal::kStdoutFd];
+  plan.stderr_fd = args.fds[internal::kStderrFd];
+  plan.status_fd = status_fd;
+  plan.processes = request.processes;
+  plan.cpu_seconds = request.cpu_ms / 1000 + 2;
+  plan.seccomp = args.seccomp;
+
+  pid_t script = fork();
+  if (script < 0) {
+    ReportSetupFailure(status_fd, std::string("fork: ") + strerror(errno));
+  }
+  if (script == 0) ExecScript(plan);
+
+  // Only the script may hold its pipes: their end of file ends the reads.
+  close(plan.stdin_fd);
+  close(plan.stdout_fd);
+  close(plan.stderr_fd);
+  Watch watch(request, status_fd, args.fds[internal::kControlFd]);
+  watch.Run(script, signal_fd);
+}
+
+}  // namespace dex::spawner

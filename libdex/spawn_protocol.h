@@ -1,0 +1,80 @@
+// Wire structs shared by libdex (the supervisor) and dex-spawner. Plain C
+// layouts, sent whole: both sides are built from the same tree, so no
+// versioning beyond a magic number is needed.
+//
+// Library -> spawner: one SOCK_SEQPACKET message holding a SpawnRequest and,
+// as SCM_RIGHTS, the run's fds in SpawnFd order.
+// Spawner -> library: one SpawnReply, with init's pidfd as SCM_RIGHTS when
+// ok is 1.
+// Run's init -> supervisor (status pipe): InitMessage records, each written
+// with one write() (smaller than PIPE_BUF, so never interleaved).
+// Supervisor -> init (control pipe): any byte means "wall timeout, kill";
+// end of file means the supervisor is gone, kill too.
+#ifndef DEX_LIBDEX_SPAWN_PROTOCOL_H_
+#define DEX_LIBDEX_SPAWN_PROTOCOL_H_
+
+#include <stdint.h>
+
+namespace dex::internal {
+
+inline constexpr uint32_t kSpawnMagic = 0x64657831;  // "dex1"
+
+// Order of the fds attached to a SpawnRequest.
+enum SpawnFd {
+  kScriptFd = 0,  // memfd holding the script; init reads it from offset 0
+  kStdinFd,       // read end of the script's stdin pipe
+  kStdoutFd,      // write end of the script's stdout pipe
+  kStderrFd,      // write end of the script's stderr pipe
+  kStatusFd,      // write end of init's status pipe
+  kControlFd,     // read end of the supervisor's control pipe
+  kSpawnFdCount,
+};
+
+struct SpawnRequest {
+  uint32_t magic;
+  uint32_t host_root_id;  // host uid/gid of the sandbox's root (init)
+  uint32_t host_user_id;  // host uid/gid of the sandbox's user 1000
+  uint32_t reserved;
+  int64_t cpu_ms;         // summed CPU limit of the run
+  int64_t memory_kb;      // summed resident memory limit, tmpfs included
+  int64_t processes;      // RLIMIT_NPROC of the script's user
+  int64_t tmpfs_kb;       // size of the run's scratch tmpfs (/tmp, /work)
+  int64_t script_bytes;   // size of the script in the memfd
+  char python_path[256];  // absolute, NUL-terminated
+};
+
+struct SpawnReply {
+  int32_t ok;  // 1: started, pidfd attached; 0: see error
+  int32_t pid;
+  char error[256];
+};
+
+enum InitMessageKind : uint32_t {
+  kStarted = 1,  // the script is about to exec; mono_ns is its start
+  kFinal = 2,    // every process of the run is dead and reaped
+};
+
+// Bits of InitMessage::flags.
+inline constexpr uint32_t kFlagMemoryLimit = 1u << 0;
+inline constexpr uint32_t kFlagCpuLimit = 1u << 1;
+inline constexpr uint32_t kFlagWallKill = 1u << 2;      // control byte received
+inline constexpr uint32_t kFlagProcessLimit = 1u << 3;  // nproc reached
+inline constexpr uint32_t kFlagSupervisorGone = 1u << 4;
+inline constexpr uint32_t kFlagSetupFailed = 1u << 5;  // see error
+
+struct InitMessage {
+  uint32_t kind;
+  uint32_t flags;
+  int32_t wait_status;  // of the script process, as from waitpid
+  int32_t reserved;
+  int64_t mono_ns;  // kStarted: script start; kFinal: script end
+  int64_t cpu_us;   // every process of the run, reaped ones included
+  int64_t peak_memory_kb;
+  char error[200];  // NUL-terminated when kFlagSetupFailed is set
+};
+
+static_assert(sizeof(InitMessage) < 512, "must stay below PIPE_BUF");
+
+}  // namespace dex::internal
+
+#endif  // DEX_LIBDEX_SPAWN_PROTOCOL_H_

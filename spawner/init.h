@@ -1,0 +1,25 @@
+// The run's init: pid 1 of the sandbox's pid namespace. It builds the new
+// root, starts the script, watches memory and CPU, and when the script exits
+// kills and reaps everything before reporting on the status pipe.
+#ifndef DEX_SPAWNER_INIT_H_
+#define DEX_SPAWNER_INIT_H_
+
+#include <linux/filter.h>
+
+#include "libdex/spawn_protocol.h"
+
+namespace dex::spawner {
+
+struct InitArgs {
+  const internal::SpawnRequest* request;  // borrowed, lives in the spawner
+  int fds[internal::kSpawnFdCount];       // owned by init
+  int sync_fd;                // read end: one byte once the id maps are written
+  const sock_fprog* seccomp;  // precompiled, borrowed
+};
+
+// Runs in the child of clone(), never returns.
+[[noreturn]] void RunInit(const InitArgs& args);
+
+}  // namespace dex::spawner
+
+#endif  // DEX_SPAWNER_INIT_H_
