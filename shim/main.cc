@@ -1,1 +1,256 @@
+// dex-shim: the HTTP server and admin command line of dex (§8 of the
+// design). This file only parses the command line and dispatches.
+#include <fmt/format.h>
 
+#include <cstdio>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "shim/admin.h"
+#include "shim/http_server.h"
+
+namespace dex::shim {
+namespace {
+
+constexpr std::string_view kProgramHelp =
+    R"(dex-shim: run dex's HTTP API and manage its users and plans.
+
+Usage:
+  dex-shim serve       [--data DIR] [--listen HOST:PORT] [--workers N]
+                       [--log-level LEVEL]
+  dex-shim quickstart  [--data DIR] [--listen HOST:PORT] [--workers N]
+                       [--log-level LEVEL]
+  dex-shim user create [--data DIR] --plan NAME
+  dex-shim user update [--data DIR] --user ID [--plan NAME]
+                       [--status active|trialing|past_due|canceled]
+  dex-shim plan set    [--data DIR] NAME [--quota N] [--max-wall-ms N]
+                       [--max-memory-mb N] [--max-output-bytes N]
+                       [--max-processes N] [--max-concurrent N]
+
+--data defaults to ./dex-data and --listen to 127.0.0.1:8080. Options may
+come in any order, as "--flag value" or "--flag=value". Admin commands
+print JSON on stdout and work while serve runs on the same folder. Errors
+go to stderr; the exit code is 1 when a command fails and 2 when the
+command line is wrong. "dex-shim COMMAND --help" describes one command.
+)";
+
+constexpr std::string_view kServeHelp =
+    R"(Usage: dex-shim serve [--data DIR] [--listen HOST:PORT] [--workers N]
+                      [--log-level debug|info|warn|error|off]
+
+Serves the HTTP API over the store in DIR (default ./dex-data) on
+HOST:PORT (default 127.0.0.1:8080; port 0 picks a free port). Once it
+accepts connections it prints exactly one line to stdout:
+  listening on http://HOST:PORT
+and nothing else; logs (one access line per request at info) go to
+stderr. --workers sets the sandbox workers (default: one per CPU, at
+least 2). SIGTERM or SIGINT stops accepting, gives running work 10 s to
+finish, leaves queued work for the next start, and exits 0.
+)";
+
+constexpr std::string_view kQuickstartHelp =
+    R"(Usage: dex-shim quickstart [--data DIR] [--listen HOST:PORT] [--workers N]
+                           [--log-level LEVEL]
+
+The first-run helper: on a folder where it has not run before, creates a
+user on plan starter and prints its API key and ready-to-paste curl lines
+for GET /me and POST /run, then serves exactly like "dex-shim serve" (its
+"listening on" line follows). On later runs it only serves.
+)";
+
+constexpr std::string_view kUserHelp = R"(Usage:
+  dex-shim user create [--data DIR] --plan NAME
+  dex-shim user update [--data DIR] --user ID [--plan NAME]
+                       [--status active|trialing|past_due|canceled]
+)";
+
+constexpr std::string_view kUserCreateHelp =
+    R"(Usage: dex-shim user create [--data DIR] --plan NAME
+
+Creates a user subscribed to plan NAME (status active) with one API key,
+and prints {"user_id": "...", "api_key": "dex_live_..."}. The key is shown
+only here; dex keeps only its SHA-256.
+)";
+
+constexpr std::string_view kUserUpdateHelp =
+    R"(Usage: dex-shim user update [--data DIR] --user ID [--plan NAME]
+                            [--status active|trialing|past_due|canceled]
+
+Changes a user's plan and/or subscription status and prints the user's
+GET /me object. A status change restarts the 7-day past_due grace clock.
+)";
+
+constexpr std::string_view kPlanHelp = R"(Usage:
+  dex-shim plan set [--data DIR] NAME [--quota N] [--max-wall-ms N] ...
+)";
+
+constexpr std::string_view kPlanSetHelp =
+    R"(Usage: dex-shim plan set [--data DIR] NAME --quota N [--max-wall-ms N]
+                         [--max-memory-mb N] [--max-output-bytes N]
+                         [--max-processes N] [--max-concurrent N]
+
+Creates or changes plan NAME and prints it as
+{"name", "quota_monthly", "max": {"wall_ms", "cpu_ms", "memory_mb",
+"output_bytes", "processes", "concurrent"}}.
+--quota (runs per calendar month, 0 or more) is required for a new plan.
+A new plan takes starter's maxima unless given; an existing plan keeps
+its own. Maxima are positive integers; the CPU maximum equals the wall
+maximum.
+)";
+
+using RunFn = int (*)(const Flags&);
+
+struct Command {
+  std::vector<std::string_view> words;    // e.g. {"user", "create"}
+  std::vector<std::string_view> options;  // each takes a value
+  size_t positionals;
+  std::string_view help;
+  RunFn run;
+};
+
+int RunServeCommand(const Flags& flags);
+
+const std::vector<Command>& Commands() {
+  static const std::vector<Command> commands = {
+      {{"serve"},
+       {"--data", "--listen", "--workers", "--log-level"},
+       0,
+       kServeHelp,
+       RunServeCommand},
+      {{"quickstart"},
+       {"--data", "--listen", "--workers", "--log-level"},
+       0,
+       kQuickstartHelp,
+       RunQuickstart},
+      {{"user", "create"},
+       {"--data", "--plan"},
+       0,
+       kUserCreateHelp,
+       RunUserCreate},
+      {{"user", "update"},
+       {"--data", "--user", "--plan", "--status"},
+       0,
+       kUserUpdateHelp,
+       RunUserUpdate},
+      {{"plan", "set"},
+       {"--data", "--quota", "--max-wall-ms", "--max-memory-mb",
+        "--max-output-bytes", "--max-processes", "--max-concurrent"},
+       1,
+       kPlanSetHelp,
+       RunPlanSet},
+  };
+  return commands;
+}
+
+bool IsHelp(std::string_view arg) {
+  return arg == "--help" || arg == "-h" || arg == "help";
+}
+
+int UsageError(const std::string& message) {
+  fmt::print(stderr, "dex-shim: {}\n(see dex-shim --help)\n", message);
+  return kExitUsage;
+}
+
+int PrintHelp(std::string_view help) {
+  fmt::print("{}", help);
+  std::fflush(stdout);
+  return kExitOk;
+}
+
+int RunServeCommand(const Flags& flags) {
+  Result<ServeConfig> config = ServeConfigFromFlags(flags);
+  if (!config.ok()) {
+    fmt::print(stderr, "dex-shim serve: {}\n", config.status().message());
+    return kExitUsage;
+  }
+  return RunServe(*config);
+}
+
+bool Allowed(const Command& command, std::string_view option) {
+  for (std::string_view o : command.options) {
+    if (o == option) return true;
+  }
+  return false;
+}
+
+// Parses what follows the command words. Sets *help when asked for it.
+int ParseFlags(const Command& command, const std::vector<std::string>& args,
+               Flags* flags, bool* help) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg == "--help" || arg == "-h") {
+      *help = true;
+      return kExitOk;
+    }
+    if (arg.rfind("--", 0) != 0 || arg == "--") {
+      flags->positionals.push_back(arg);
+      continue;
+    }
+    size_t eq = arg.find('=');
+    std::string name = arg.substr(0, eq);
+    if (!Allowed(command, name)) {
+      return UsageError(fmt::format("unknown option {}", name));
+    }
+    if (flags->Has(name)) return UsageError(name + " is given twice");
+    if (eq != std::string::npos) {
+      flags->values[name] = arg.substr(eq + 1);
+    } else if (i + 1 < args.size()) {
+      flags->values[name] = args[++i];
+    } else {
+      return UsageError(name + " needs a value");
+    }
+  }
+  if (flags->positionals.size() != command.positionals) {
+    return UsageError(
+        command.positionals == 0
+            ? fmt::format("unexpected argument '{}'", flags->positionals[0])
+            : fmt::format("expected {} name argument(s)", command.positionals));
+  }
+  return kExitOk;
+}
+
+// The help of a command group ("user", "plan"), if `word` names one.
+std::string_view GroupHelp(std::string_view word) {
+  if (word == "user") return kUserHelp;
+  if (word == "plan") return kPlanHelp;
+  return {};
+}
+
+int Main(const std::vector<std::string>& args) {
+  if (args.empty()) {
+    fmt::print(stderr, "{}", kProgramHelp);
+    return kExitUsage;
+  }
+  if (IsHelp(args[0])) return PrintHelp(kProgramHelp);
+  for (const Command& command : Commands()) {
+    size_t n = command.words.size();
+    if (args.size() < n ||
+        !std::equal(command.words.begin(), command.words.end(), args.begin())) {
+      continue;
+    }
+    Flags flags;
+    bool help = false;
+    std::vector<std::string> rest(args.begin() + n, args.end());
+    int rc = ParseFlags(command, rest, &flags, &help);
+    if (help) return PrintHelp(command.help);
+    if (rc != kExitOk) return rc;
+    return command.run(flags);
+  }
+  std::string_view group = GroupHelp(args[0]);
+  if (!group.empty() && (args.size() == 1 || IsHelp(args[1]))) {
+    return args.size() == 1 ? (fmt::print(stderr, "{}", group), kExitUsage)
+                            : PrintHelp(group);
+  }
+  std::string name = args[0];
+  if (!group.empty()) name += " " + args[1];
+  return UsageError(fmt::format("unknown command '{}'", name));
+}
+
+}  // namespace
+}  // namespace dex::shim
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  return dex::shim::Main(args);
+}

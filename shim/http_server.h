@@ -1,0 +1,88 @@
+// The HTTP face of dex (§2 of the design): routes, JSON, status codes,
+// headers and the access log, each route a thin mapping onto a Service
+// call. Also `dex-shim serve`: binding, readiness line and signals.
+#ifndef DEX_SHIM_HTTP_SERVER_H_
+#define DEX_SHIM_HTTP_SERVER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <ctime>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "dex/service.h"
+
+namespace dex::shim {
+
+struct HttpOptions {
+  // Connections served at once; further connections wait in the accept
+  // queue. Bounded so a flood cannot exhaust threads. Default 32.
+  int threads = 32;
+  // Seconds a connection may stall while sending a request or reading an
+  // answer before it is dropped. Default 5.
+  time_t read_timeout_s = 5;
+  time_t write_timeout_s = 5;
+  // An idle keep-alive connection holds a thread; it is closed after this
+  // many seconds without a new request. Default 2.
+  time_t keep_alive_timeout_s = 2;
+  // Requests per connection before it is closed. Default 100.
+  size_t keep_alive_max_count = 100;
+  // Request bodies above this answer 413 payload_too_large. Default 2 MiB.
+  size_t max_body_bytes = 2u << 20;
+  // `?wait=true` on POST /run waits at most the run's wall limit plus this
+  // (its queue and set-up time). Default 30 s.
+  int64_t wait_extra_ms = 30'000;
+};
+
+// Serves the API over one Service. Start() and Stop() are called from one
+// thread; request handling is internally thread-safe.
+class HttpServer {
+ public:
+  // `service` and `logger` are borrowed and must outlive the server.
+  HttpServer(Service* service, Logger* logger, const HttpOptions& options);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Binds host:port; port 0 picks a free one. Returns the bound port.
+  Result<int> Bind(const std::string& host, int port);
+  // Serves on a background thread. REQUIRES: Bind() succeeded. Returns
+  // once the accept loop runs. `on_exit` is called from that thread if
+  // the loop ends on its own (not through Stop()).
+  Status Start(std::function<void()> on_exit);
+  // Stops accepting, ends `?wait=true` holds early, and waits for the
+  // requests in flight. Idempotent.
+  void Stop();
+
+  struct Rep;  // the implementation; public only so its routes table can
+               // name its handlers
+
+ private:
+  std::unique_ptr<Rep> rep_;
+};
+
+struct ServeConfig {
+  std::string data_dir = "./dex-data";
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  int workers = 0;  // 0: the executor's default
+  LogLevel log_level = LogLevel::kInfo;
+  // Running work gets this long to finish on SIGTERM; queued work stays
+  // in the store for the next start. Default 10 s.
+  int64_t shutdown_grace_ms = 10'000;
+};
+
+// Runs before the "listening on" line, once the port is bound; for the
+// first-run helper. `base_url` is "http://HOST:PORT". An error stops serve.
+using Prelude =
+    std::function<Status(Service* service, const std::string& base_url)>;
+
+// `dex-shim serve`: opens the service, binds, prints exactly one line
+// "listening on http://HOST:PORT" to stdout, and serves until SIGTERM or
+// SIGINT. Returns the process exit code.
+int RunServe(const ServeConfig& config, const Prelude& prelude = nullptr);
+
+}  // namespace dex::shim
+
+#endif  // DEX_SHIM_HTTP_SERVER_H_
