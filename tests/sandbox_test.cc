@@ -1,20 +1,417 @@
-#include <doctest/doctest.h>
-
+// The real sandbox, end to end: each case runs Python in a fresh sandbox
+// through dex-spawner and checks the verdict and the measured figures.
 #include "dex/sandbox.h"
+
+#include <dirent.h>
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/test_util.h"
 
 namespace dex {
 namespace {
 
-TEST_CASE("hello") {
-  auto sandbox = Sandbox::Open(SandboxOptions());
-  REQUIRE_MESSAGE(sandbox.ok(), sandbox.status().ToString());
+constexpr uint32_t kHostIdBase = 1'000'000'000;
+
+// One spawner for the whole binary, as a server would hold it.
+Sandbox* SharedSandbox() {
+  static std::unique_ptr<Sandbox> sandbox = [] {
+    SandboxOptions options;
+    options.host_id_base = kHostIdBase;
+    auto opened = Sandbox::Open(options);
+    REQUIRE_MESSAGE(opened.ok(), opened.status().ToString());
+    return std::move(opened.value());
+  }();
+  return sandbox.get();
+}
+
+RunOutcome MustRun(const std::string& script, RunLimits limits = {},
+                   std::optional<std::string> stdin_data = std::nullopt) {
   RunRequest request;
-  request.script = "print('hello')\n";
-  auto outcome = (*sandbox)->Run(request);
+  request.script = script;
+  request.limits = limits;
+  request.stdin_data = std::move(stdin_data);
+  Result<RunOutcome> outcome = SharedSandbox()->Run(request);
   REQUIRE_MESSAGE(outcome.ok(), outcome.status().ToString());
-  CHECK(outcome->stdout_data == "hello\n");
-  CHECK(outcome->stderr_data == "");
-  CHECK(outcome->reason == Reason::kOk);
+  return std::move(outcome.value());
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Host pids whose real uid lies in the sandboxes' host id range.
+std::vector<int> SandboxPidsOnHost() {
+  std::vector<int> pids;
+  DIR* proc = opendir("/proc");
+  while (dirent* entry = readdir(proc)) {
+    int pid = std::atoi(entry->d_name);
+    if (pid <= 0) continue;
+    std::string status = ReadFile("/proc/" + std::to_string(pid) + "/status");
+    size_t at = status.find("Uid:");
+    if (at == std::string::npos) continue;
+    uint64_t uid = std::strtoull(status.c_str() + at + 4, nullptr, 10);
+    if (uid >= kHostIdBase) pids.push_back(pid);
+  }
+  closedir(proc);
+  return pids;
+}
+
+// The spawner reaps each init right after it exits; allow it that moment.
+bool NoSandboxProcessLeft() {
+  for (int i = 0; i < 100; ++i) {
+    if (SandboxPidsOnHost().empty()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+TEST_CASE("hello prints and exits ok") {
+  RunOutcome outcome = MustRun("print('hello')\n");
+  CHECK(outcome.reason == Reason::kOk);
+  CHECK(outcome.exit_code == 0);
+  CHECK(outcome.signal == 0);
+  CHECK(outcome.stdout_data == "hello\n");
+  CHECK(outcome.stderr_data == "");
+  CHECK_FALSE(outcome.stdout_truncated);
+}
+
+TEST_CASE("memory mode is sampled on machines without a delegated cgroup") {
+  CHECK(SharedSandbox()->memory_mode() == MemoryMode::kSampled);
+  CHECK(std::string(MemoryModeName(MemoryMode::kSampled)) == "sampled");
+}
+
+TEST_CASE("explicit exit code is kept") {
+  RunOutcome outcome = MustRun("import sys\nprint('bye')\nsys.exit(3)\n");
+  CHECK(outcome.reason == Reason::kNonzeroExit);
+  CHECK(outcome.exit_code == 3);
+  CHECK(outcome.stdout_data == "bye\n");
+}
+
+TEST_CASE("uncaught exception gives exit 1 and a traceback") {
+  RunOutcome outcome = MustRun("def f():\n    raise ValueError('boom')\nf()\n");
+  CHECK(outcome.reason == Reason::kNonzeroExit);
+  CHECK(outcome.exit_code == 1);
+  CHECK(outcome.stderr_data.find("Traceback") != std::string::npos);
+  CHECK(outcome.stderr_data.find("ValueError: boom") != std::string::npos);
+}
+
+TEST_CASE("sleeping script ends at the wall limit") {
+  RunLimits limits;
+  limits.wall_ms = 1000;
+  RunOutcome outcome = MustRun("import time\ntime.sleep(60)\n", limits);
+  CHECK(outcome.reason == Reason::kWallTimeout);
+  CHECK(outcome.wall_ms >= 1000);
+  CHECK(outcome.wall_ms <= 2500);
+  CHECK(outcome.cpu_ms < 500);
+}
+
+TEST_CASE("start-up is not charged to a tight wall limit") {
+  RunLimits limits;
+  limits.wall_ms = 300;
+  for (int i = 0; i < 5; ++i) {
+    RunOutcome outcome = MustRun("print(42)\n", limits);
+    CHECK(outcome.reason == Reason::kOk);
+    CHECK(outcome.stdout_data == "42\n");
+  }
+}
+
+TEST_CASE("busy loop ends at the CPU limit") {
+  RunLimits limits;
+  limits.cpu_ms = 1000;
+  limits.wall_ms = 5000;
+  RunOutcome outcome = MustRun("while True:\n    pass\n", limits);
+  CHECK(outcome.reason == Reason::kCpuTimeout);
+  CHECK(outcome.cpu_ms >= 1000);
+  CHECK(outcome.cpu_ms < 1500);
+}
+
+TEST_CASE("allocating without end ends at the memory limit") {
+  RunLimits limits;
+  limits.memory_mb = 128;
+  RunOutcome outcome = MustRun(
+      "chunks = []\nwhile True:\n    chunks.append(b'\\x01' * (16 << 20))\n",
+      limits);
+  CHECK(outcome.reason == Reason::kMemoryLimit);
+  CHECK(outcome.peak_memory_kb >= 65536);
+  CHECK(outcome.signal == 9);
+}
+
+TEST_CASE("one allocation above the limit ends at the memory limit") {
+  RunOutcome outcome =
+      MustRun("b = b'x' * (400 << 20)\nprint(len(b))\n");  // 256 MiB limit
+  CHECK(outcome.reason == Reason::kMemoryLimit);
+  CHECK(outcome.stdout_data == "");
+}
+
+TEST_CASE("reserving address space is not resident memory") {
+  RunLimits limits;
+  limits.memory_mb = 128;
+  RunOutcome outcome = MustRun(
+      "import mmap\nm = mmap.mmap(-1, 1 << 30)\nm[0] = 1\nprint('ok')\n",
+      limits);
+  CHECK(outcome.reason == Reason::kOk);
+  CHECK(outcome.stdout_data == "ok\n");
+}
+
+TEST_CASE("fifty threads start under default limits") {
+  RunOutcome outcome = MustRun(
+      "import threading, time\n"
+      "ts = [threading.Thread(target=time.sleep, args=(0.2,))"
+      " for _ in range(50)]\n"
+      "[t.start() for t in ts]\n[t.join() for t in ts]\n"
+      "print('joined', len(ts))\n");
+  CHECK(outcome.reason == Reason::kOk);
+  CHECK(outcome.stdout_data == "joined 50\n");
+}
+
+TEST_CASE("no route to an outside address") {
+  RunOutcome outcome = MustRun(
+      "import socket\ntry:\n"
+      "    socket.create_connection(('192.0.2.1', 80), timeout=2)\n"
+      "    print('NET-OPEN')\n"
+      "except OSError:\n    print('blocked')\n");
+  CHECK(outcome.stdout_data == "blocked\n");
+  CHECK(outcome.wall_ms < 3000);
+}
+
+TEST_CASE("no route to the host's loopback") {
+  RunOutcome outcome = MustRun(
+      "import socket\nok = []\nfor port in (80, 8080, 8000, 5432, 6379):\n"
+      "    try:\n"
+      "        socket.create_connection(('127.0.0.1', port), 1).close()\n"
+      "        ok.append(port)\n"
+      "    except OSError:\n        pass\nprint('open', ok)\n");
+  CHECK(outcome.stdout_data == "open []\n");
+}
+
+TEST_CASE("vsock sockets are refused") {
+  RunOutcome outcome = MustRun(
+      "import socket\ntry:\n    socket.socket(40, socket.SOCK_STREAM)\n"
+      "    print('open')\nexcept OSError as e:\n    print(e.errno)\n");
+  CHECK(outcome.stdout_data == "1\n");
+}
+
+TEST_CASE("host processes are invisible") {
+  RunOutcome outcome = MustRun(
+      "import os\nprint([p for p in os.listdir('/proc') if p.isdigit()]"
+      " == [str(os.getpid())])\n");
+  CHECK(outcome.stdout_data == "True\n");
+}
+
+TEST_CASE("init's environment and command line are unreadable") {
+  RunOutcome outcome = MustRun(
+      "for p in ('/proc/1/environ', '/proc/1/cmdline'):\n"
+      "    try:\n        open(p).read()\n        print('READ')\n"
+      "    except OSError:\n        print('no')\n");
+  CHECK(outcome.stdout_data == "no\nno\n");
+}
+
+TEST_CASE("no fd of the server reaches the run") {
+  test::TempDir dir;
+  // Deliberately inheritable: only the sandbox may stop it.
+  int leaked = open((dir.path() + "/secret").c_str(), O_CREAT | O_RDWR, 0600);
+  REQUIRE(leaked >= 0);
+  RunOutcome outcome =
+      MustRun("import os\nprint(sorted(os.listdir('/proc/self/fd')))\n");
+  close(leaked);
+  // 3 is the descriptor listdir itself holds open.
+  CHECK(outcome.stdout_data == "['0', '1', '2', '3']\n");
+}
+
+TEST_CASE("environment holds only the documented variables") {
+  RunOutcome outcome = MustRun("import os\nprint(sorted(os.environ))\n");
+  CHECK(outcome.stdout_data ==
+        "['HOME', 'LANG', 'MALLOC_ARENA_MAX', 'PATH', 'TMPDIR']\n");
+}
+
+TEST_CASE("stdin is byte-exact") {
+  RunOutcome outcome =
+      MustRun("import sys\nprint(repr(sys.stdin.buffer.read()))\n", {},
+              std::string("abc\0\xff", 5));
+  CHECK(outcome.stdout_data == "b'abc\\x00\\xff'\n");
+}
+
+TEST_CASE("non-ASCII stdin round-trips in a UTF-8 locale") {
+  RunOutcome outcome =
+      MustRun("s = input()\nprint(s.replace('\xe1\xba\xa7', 'a'), len(s))\n",
+              {}, "th\xe1\xba\xa7u ao\n");
+  CHECK(outcome.stdout_data == "thau ao 7\n");
+}
+
+TEST_CASE("without stdin input() sees end of file at once") {
+  RunOutcome outcome = MustRun("input()\n");
+  CHECK(outcome.reason == Reason::kNonzeroExit);
+  CHECK(outcome.exit_code == 1);
+  CHECK(outcome.stderr_data.find("EOFError") != std::string::npos);
+  CHECK(outcome.wall_ms < 3000);
+}
+
+TEST_CASE("output over the cap is cut on a UTF-8 boundary") {
+  RunLimits limits;
+  limits.output_bytes = 4096;
+  // 3-byte characters: 4096 is not a multiple of 3.
+  RunOutcome outcome = MustRun("print('\xe2\x82\xac' * 100000)\n", limits);
+  CHECK(outcome.reason == Reason::kOk);
+  CHECK(outcome.exit_code == 0);
+  CHECK(outcome.stdout_truncated);
+  CHECK(outcome.stdout_data.size() == 4095);
+  CHECK(outcome.stdout_data == SanitizeUtf8(outcome.stdout_data));
+}
+
+TEST_CASE("many small writes over the cap are kept to the cap") {
+  RunLimits limits;
+  limits.output_bytes = 4096;
+  RunOutcome outcome =
+      MustRun("for i in range(20000):\n    print('Hello world')\n", limits);
+  CHECK(outcome.reason == Reason::kOk);
+  CHECK(outcome.stdout_truncated);
+  CHECK(outcome.stdout_data.size() == 4096);
+  CHECK(outcome.stdout_data.rfind("Hello world\nHello world\n", 0) == 0);
+}
+
+TEST_CASE("a background child holding stdout does not keep the run alive") {
+  auto start = std::chrono::steady_clock::now();
+  RunOutcome outcome = MustRun(
+      "import subprocess\nsubprocess.Popen(['sleep', '30'])\n"
+      "print('main done')\n");
+  auto took = std::chrono::steady_clock::now() - start;
+  CHECK(outcome.reason == Reason::kOk);
+  CHECK(outcome.stdout_data == "main done\n");
+  CHECK(took < std::chrono::seconds(3));
+  CHECK(NoSandboxProcessLeft());
+}
+
+TEST_CASE("a fork bomb ends and leaves nothing behind") {
+  RunLimits limits;
+  limits.wall_ms = 2000;
+  limits.processes = 16;
+  RunOutcome outcome = MustRun(
+      "import os\nwhile True:\n    try:\n        os.fork()\n"
+      "    except OSError:\n        pass\n",
+      limits);
+  bool expected = outcome.reason == Reason::kProcessLimit ||
+                  outcome.reason == Reason::kWallTimeout ||
+                  outcome.reason == Reason::kCpuTimeout ||
+                  outcome.reason == Reason::kMemoryLimit;
+  CHECK_MESSAGE(expected, ReasonName(outcome.reason));
+  CHECK(outcome.wall_ms <= 4000);
+  CHECK(NoSandboxProcessLeft());
+}
+
+TEST_CASE("privileged calls are refused") {
+  RunOutcome outcome = MustRun(
+      "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+      "r1 = libc.ptrace(0, 0, 0, 0)\n"
+      "r2 = libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)\n"
+      "r3 = libc.unshare(0x10000000)\n"
+      "r4 = libc.personality(0x0040000)\n"
+      "r5 = libc.memfd_create(b'x', 0)\n"
+      "print(r1, r2, r3, r4, r5)\n");
+  CHECK(outcome.stdout_data == "-1 -1 -1 -1 -1\n");
+}
+
+TEST_CASE("subprocess, threads and the personality query still work") {
+  RunOutcome outcome = MustRun(
+      "import ctypes, subprocess, threading\n"
+      "libc = ctypes.CDLL(None)\n"
+      "print(libc.personality(0xffffffff))\n"
+      "t = threading.Thread(target=print, args=('thread',))\n"
+      "t.start(); t.join()\n"
+      "print(subprocess.run(['echo', 'child'], capture_output=True)"
+      ".stdout.decode(), end='')\n");
+  CHECK(outcome.reason == Reason::kOk);
+  CHECK(outcome.stdout_data == "0\nthread\nchild\n");
+}
+
+TEST_CASE("links planted in the sandbox never reach host files") {
+  std::string before = ReadFile("/etc/passwd");
+  RunOutcome outcome = MustRun(
+      "import os\nfor n in ('main.py.out', 'stdout.txt', 'result.json'):\n"
+      "    os.symlink('/etc/passwd', n)\n"
+      "try:\n    open('stdout.txt', 'w').write('pwned')\n"
+      "except OSError as e:\n    print(e.errno)\n"
+      "print('planted')\n");
+  // The sandbox's own /etc is read-only: EROFS.
+  CHECK(outcome.stdout_data == "30\nplanted\n");
+  CHECK(ReadFile("/etc/passwd") == before);
+}
+
+TEST_CASE("process limits are per run") {
+  RunLimits limits;
+  limits.processes = 64;
+  const std::string script =
+      "import subprocess\n"
+      "ps = [subprocess.Popen(['sleep', '1']) for _ in range(40)]\n"
+      "[p.wait() for p in ps]\nprint('done')\n";
+  RunOutcome outcomes[2];
+  std::thread other([&] { outcomes[1] = MustRun(script, limits); });
+  outcomes[0] = MustRun(script, limits);
+  other.join();
+  for (const RunOutcome& outcome : outcomes) {
+    CHECK(outcome.reason == Reason::kOk);
+    CHECK(outcome.stdout_data == "done\n");
+  }
+}
+
+TEST_CASE("a script killing itself reports the signal") {
+  RunOutcome outcome =
+      MustRun("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n");
+  CHECK(outcome.reason == Reason::kSignal);
+  CHECK(outcome.signal == 15);
+  CHECK(outcome.exit_code == 143);
+}
+
+TEST_CASE("filling the disk fails with ENOSPC inside the sandbox") {
+  RunOutcome outcome = MustRun(
+      "try:\n    with open('big', 'wb') as f:\n"
+      "        for _ in range(512):\n"
+      "            f.write(b'\\0' * (1 << 20))\n"
+      "    print('wrote all')\n"
+      "except OSError as e:\n    print('stopped', e.errno)\n");
+  CHECK(outcome.reason == Reason::kOk);
+  CHECK(outcome.stdout_data == "stopped 28\n");
+}
+
+TEST_CASE("host secrets are not visible") {
+  RunOutcome outcome = MustRun(
+      "import os\nfor p in ('/etc/shadow', '/root', '/home', '/var/lib'):\n"
+      "    try:\n"
+      "        os.listdir(p) if os.path.isdir(p) else open(p).read()\n"
+      "        print('READ', p)\n"
+      "    except OSError:\n        print('no')\n");
+  CHECK(outcome.stdout_data == "no\nno\nno\nno\n");
+}
+
+TEST_CASE("invalid limits are refused before anything starts") {
+  RunRequest request;
+  request.script = "pass\n";
+  request.limits.wall_ms = 0;
+  Result<RunOutcome> outcome = SharedSandbox()->Run(request);
+  REQUIRE_FALSE(outcome.ok());
+  CHECK(outcome.status().category() == Category::kInvalidArgument);
+}
+
+TEST_CASE("a missing spawner makes Open unavailable") {
+  SandboxOptions options;
+  options.spawner_path = "/nonexistent/dex-spawner";
+  auto opened = Sandbox::Open(options);
+  REQUIRE_FALSE(opened.ok());
+  CHECK(opened.status().category() == Category::kUnavailable);
+  CHECK(opened.status().message() ==
+        "sandbox: no dex-spawner at /nonexistent/dex-spawner");
 }
 
 }  // namespace
