@@ -287,6 +287,7 @@ struct HttpServer::Rep {
   void Log(const httplib::Request& req, const httplib::Response& res);
   httplib::Server::HandlerResponse OnLibraryError(const httplib::Request& req,
                                                   httplib::Response& res);
+  Status LibraryBadRequest(Call& call);
   void OnException(const httplib::Request& req, httplib::Response& res,
                    std::exception_ptr ep);
 
@@ -585,6 +586,24 @@ void HttpServer::Rep::Fail(Call& call, const Status& status) {
   res.set_content(ProblemJson(problem), "application/problem+json");
 }
 
+// cpp-httplib answers 400 for a malformed request line, a header line
+// above 8 KiB (after a valid request line), and methods no route takes.
+Status HttpServer::Rep::LibraryBadRequest(Call& call) {
+  static constexpr std::string_view kRouted[] = {
+      "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"};
+  const httplib::Request& req = call.req;
+  bool valid_line = (req.version == "HTTP/1.1" || req.version == "HTTP/1.0");
+  if (valid_line && (req.method == "TRACE" || req.method == "CONNECT")) {
+    return Resolve(call);
+  }
+  bool routed = std::find(std::begin(kRouted), std::end(kRouted), req.method) !=
+                std::end(kRouted);
+  if (valid_line && routed) {
+    return ShimError("headers_too_large", "a header line is above 8 KiB");
+  }
+  return ShimError("invalid_request", "malformed request line");
+}
+
 // cpp-httplib answers some requests before any route runs (URI or header
 // line too long, a malformed request line, TRACE): give those the same
 // problem+json shape. Answers of the shim already have a body.
@@ -603,14 +622,7 @@ httplib::Server::HandlerResponse HttpServer::Rep::OnLibraryError(
       status = ShimError("range_not_satisfiable", "invalid Range header");
       break;
     case 400:
-      if (req.method == "TRACE" || req.method == "CONNECT" ||
-          req.method == "PRI") {
-        status = Resolve(call);  // a real method no route takes
-      } else if (!req.method.empty()) {
-        status = ShimError("headers_too_large", "a header line is above 8 KiB");
-      } else {
-        status = ShimError("invalid_request", "malformed request line");
-      }
+      status = LibraryBadRequest(call);
       break;
     case 404:
       status = Status(Category::kNotFound, "not_found", "no such route");

@@ -16,9 +16,11 @@
 namespace dex::shim {
 
 struct HttpOptions {
-  // Connections served at once; further connections wait in the accept
-  // queue. Bounded so a flood cannot exhaust threads. Default 32.
-  int threads = 32;
+  // Connections served at once; the rest wait their turn. A connection
+  // that stalls holds its thread for up to read_timeout_s, so this is
+  // sized above the stalled connections one client can cheaply hold (64
+  // stalled ones leave GET /me answered at once). Default 128.
+  int threads = 128;
   // Seconds a connection may stall while sending a request or reading an
   // answer before it is dropped. Default 5.
   time_t read_timeout_s = 5;
