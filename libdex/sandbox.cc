@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
@@ -90,6 +91,29 @@ int64_t MonotonicNs() {
 // glibc 2.36 declares pidfd_send_signal without C linkage for C++.
 void KillByPidfd(int pidfd) {
   syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
+}
+
+// write() that never raises SIGPIPE in the host process: the run may close
+// its end at any moment. SIGPIPE is blocked for this thread only, and one
+// raised by this write is consumed before the mask is restored.
+ssize_t WriteNoSigpipe(int fd, const void* data, size_t size) {
+  sigset_t pipe_only, old;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  sigset_t pending;
+  sigpending(&pending);
+  bool already_pending = sigismember(&pending, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+  ssize_t n = write(fd, data, size);
+  int saved = errno;
+  if (n < 0 && errno == EPIPE && !already_pending) {
+    timespec zero = {0, 0};
+    while (sigtimedwait(&pipe_only, nullptr, &zero) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  errno = saved;
+  return n;
 }
 
 bool IsExecutable(const std::string& path) {
@@ -414,7 +438,7 @@ void SandboxImpl::Supervise(const RunRequest& request, int pidfd, RunFds* fds,
     if (now >= next && !sup->init_killed) {
       if (sup->started && !sup->wall_signalled) {
         char byte = 'w';
-        ssize_t ignored = write(control_fd.get(), &byte, 1);
+        ssize_t ignored = WriteNoSigpipe(control_fd.get(), &byte, 1);
         (void)ignored;
         sup->wall_signalled = true;
         sup->killed_ns = now;
@@ -439,8 +463,8 @@ void SandboxImpl::Supervise(const RunRequest& request, int pidfd, RunFds* fds,
     if (p[3].revents & (POLLERR | POLLHUP)) {
       input_fd.Reset();  // the script closed its stdin
     } else if (p[3].revents & POLLOUT) {
-      ssize_t n = write(input_fd.get(), input.data() + input_done,
-                        input.size() - input_done);
+      ssize_t n = WriteNoSigpipe(input_fd.get(), input.data() + input_done,
+                                 input.size() - input_done);
       if (n > 0) input_done += n;
       if (input_done == input.size() || (n < 0 && errno != EAGAIN)) {
         input_fd.Reset();

@@ -244,6 +244,22 @@ TEST_CASE("stdin is byte-exact") {
   CHECK(outcome.stdout_data == "b'abc\\x00\\xff'\n");
 }
 
+TEST_CASE("stdin larger than a pipe buffer arrives whole") {
+  RunOutcome outcome =
+      MustRun("import sys\nprint(len(sys.stdin.buffer.read()))\n", {},
+              std::string(3 << 20, 'x'));
+  CHECK(outcome.reason == Reason::kOk);
+  CHECK(outcome.stdout_data == "3145728\n");
+}
+
+// Regression: writing stdin to an exited script raised SIGPIPE in the host.
+TEST_CASE("stdin the script never reads does not hurt the caller") {
+  RunOutcome outcome =
+      MustRun("print('no read')\n", {}, std::string(4 << 20, 'x'));
+  CHECK(outcome.reason == Reason::kOk);
+  CHECK(outcome.stdout_data == "no read\n");
+}
+
 TEST_CASE("non-ASCII stdin round-trips in a UTF-8 locale") {
   RunOutcome outcome =
       MustRun("s = input()\nprint(s.replace('\xe1\xba\xa7', 'a'), len(s))\n",

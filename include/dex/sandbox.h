@@ -79,8 +79,10 @@ struct SandboxOptions {
   uint32_t host_id_base = 1'000'000'000;
   // Number of id pairs in the range before reuse. Default 1e6.
   uint32_t host_id_count = 1'000'000;
-  // Size cap of each of the run's tmpfs mounts (/tmp and the work dir), in
-  // MiB; 0 means the run's memory limit. Tmpfs usage counts as memory.
+  // Size cap of the run's scratch tmpfs, shared by /tmp and the work dir,
+  // in MiB; 0 means half the run's memory limit. Tmpfs usage counts as
+  // memory, so a cap below the limit lets a full disk fail with ENOSPC
+  // inside the run instead of ending it as memory_limit.
   int64_t tmpfs_mb = 0;
   // Extra time after the wall limit before the supervisor kills the run's
   // init outright, should init not report. Default 2000 ms.
