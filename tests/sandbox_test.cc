@@ -20,13 +20,18 @@
 namespace dex {
 namespace {
 
-constexpr uint32_t kHostIdBase = 1'000'000'000;
+// Each test process gets its own slice of host ids, so that leftovers can
+// be told apart from the runs of another test binary running at once.
+constexpr uint32_t kHostIdCount = 50'000;
+const uint32_t kHostIdBase =
+    1'000'000'000 + static_cast<uint32_t>(getpid() % 1000) * 2 * kHostIdCount;
 
 // One spawner for the whole binary, as a server would hold it.
 Sandbox* SharedSandbox() {
   static std::unique_ptr<Sandbox> sandbox = [] {
     SandboxOptions options;
     options.host_id_base = kHostIdBase;
+    options.host_id_count = kHostIdCount;
     auto opened = Sandbox::Open(options);
     REQUIRE_MESSAGE(opened.ok(), opened.status().ToString());
     return std::move(opened.value());
@@ -52,7 +57,7 @@ std::string ReadFile(const std::string& path) {
   return text.str();
 }
 
-// Host pids whose real uid lies in the sandboxes' host id range.
+// Host pids whose real uid lies in this process's sandbox id range.
 std::vector<int> SandboxPidsOnHost() {
   std::vector<int> pids;
   DIR* proc = opendir("/proc");
@@ -63,7 +68,9 @@ std::vector<int> SandboxPidsOnHost() {
     size_t at = status.find("Uid:");
     if (at == std::string::npos) continue;
     uint64_t uid = std::strtoull(status.c_str() + at + 4, nullptr, 10);
-    if (uid >= kHostIdBase) pids.push_back(pid);
+    if (uid >= kHostIdBase && uid < kHostIdBase + 2 * kHostIdCount) {
+      pids.push_back(pid);
+    }
   }
   closedir(proc);
   return pids;
@@ -409,6 +416,25 @@ TEST_CASE("host secrets are not visible") {
       "        print('READ', p)\n"
       "    except OSError:\n        print('no')\n");
   CHECK(outcome.stdout_data == "no\nno\nno\nno\n");
+}
+
+int OpenFdCount() {
+  int count = 0;
+  DIR* dir = opendir("/proc/self/fd");
+  while (readdir(dir) != nullptr) ++count;
+  closedir(dir);
+  return count;
+}
+
+TEST_CASE("runs leave no fd open in the caller") {
+  SharedSandbox();
+  int before = OpenFdCount();
+  RunLimits limits;
+  limits.wall_ms = 200;
+  MustRun("print('x')\n");
+  MustRun("import time\ntime.sleep(5)\n", limits);
+  MustRun("input()\n", {}, "line\n");
+  CHECK(OpenFdCount() == before);
 }
 
 TEST_CASE("invalid limits are refused before anything starts") {
