@@ -78,6 +78,7 @@ struct Executor::Rep {
   std::condition_variable work_cv;  // queued work or shutdown
   std::condition_variable done_cv;  // a run became terminal
   std::condition_variable idle_cv;  // a run left its sandbox
+  std::condition_variable janitor_cv;  // shutdown, for the janitor
   // Users with queued runs, in round-robin order. Guarded by mu.
   std::deque<std::string> ready;
   std::unordered_map<std::string, UserQueue> users;  // guarded by mu
@@ -333,8 +334,8 @@ void Executor::Rep::PurgeExpired() {
 void Executor::Rep::JanitorLoop() {
   std::unique_lock<std::mutex> lock(mu);
   while (!stopping) {
-    work_cv.wait_for(lock,
-                     std::chrono::milliseconds(options.janitor_interval_ms));
+    janitor_cv.wait_for(
+        lock, std::chrono::milliseconds(options.janitor_interval_ms));
     if (stopping) break;
     lock.unlock();
     ExpireQueued();
@@ -546,6 +547,7 @@ void Executor::Shutdown(int64_t grace_ms) {
                   " queued left for the next start");
   }
   rep_->work_cv.notify_all();
+  rep_->janitor_cv.notify_all();
   rep_->idle_cv.wait_for(lock, std::chrono::milliseconds(grace_ms),
                          [&] { return rep_->running == 0; });
 }
