@@ -50,8 +50,8 @@ finish, leaves queued work for the next start, and exits 0.
 )";
 
 constexpr std::string_view kQuickstartHelp =
-    R"(Usage: dex-shim quickstart [--data DIR] [--listen HOST:PORT] [--workers N]
-                           [--log-level LEVEL]
+    R"(Usage: dex-shim quickstart [--data DIR] [--listen HOST:PORT]
+                           [--workers N] [--log-level LEVEL]
 
 The first-run helper: on a folder where it has not run before, creates a
 user on plan starter and prints its API key and ready-to-paste curl lines
