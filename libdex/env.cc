@@ -67,8 +67,10 @@ Logger* NullLogger() {
 
 bool ParseLogLevel(std::string_view text, LogLevel* level) {
   static const std::pair<std::string_view, LogLevel> kLevels[] = {
-      {"debug", LogLevel::kDebug}, {"info", LogLevel::kInfo},
-      {"warn", LogLevel::kWarn},   {"error", LogLevel::kError},
+      {"debug", LogLevel::kDebug},
+      {"info", LogLevel::kInfo},
+      {"warn", LogLevel::kWarn},
+      {"error", LogLevel::kError},
       {"off", LogLevel::kOff}};
   for (const auto& [name, value] : kLevels) {
     if (text == name) {

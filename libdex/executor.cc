@@ -75,16 +75,16 @@ struct Executor::Rep {
   ExecutorOptions options;
 
   std::mutex mu;
-  std::condition_variable work_cv;  // queued work or shutdown
-  std::condition_variable done_cv;  // a run became terminal
-  std::condition_variable idle_cv;  // a run left its sandbox
+  std::condition_variable work_cv;     // queued work or shutdown
+  std::condition_variable done_cv;     // a run became terminal
+  std::condition_variable idle_cv;     // a run left its sandbox
   std::condition_variable janitor_cv;  // shutdown, for the janitor
   // Users with queued runs, in round-robin order. Guarded by mu.
   std::deque<std::string> ready;
   std::unordered_map<std::string, UserQueue> users;  // guarded by mu
   size_t queued = 0;                                 // guarded by mu
-  size_t reserved = 0;  // submissions in flight, guarded by mu
-  size_t running = 0;   // guarded by mu
+  size_t reserved = 0;    // submissions in flight, guarded by mu
+  size_t running = 0;     // guarded by mu
   bool stopping = false;  // guarded by mu
   std::vector<std::thread> workers;
   std::thread janitor;
@@ -152,7 +152,8 @@ void Executor::Rep::WorkerLoop() {
     std::string user_id;
     {
       std::unique_lock<std::mutex> lock(mu);
-      work_cv.wait(lock, [&] { return stopping || PickLocked(&run, &user_id); });
+      work_cv.wait(lock,
+                   [&] { return stopping || PickLocked(&run, &user_id); });
       if (stopping && user_id.empty()) return;
       ++running;
     }
@@ -167,8 +168,8 @@ void Executor::Rep::WorkerLoop() {
 // output rather than leaving the run without an end.
 Status Executor::Rep::Finish(Execution& e, bool refund) {
   auto write = [&](Txn& txn) -> Status {
-    DEX_RETURN_IF_ERROR(txn.Put(Table::kExecutions, e.id,
-                                internal::EncodeExecution(e)));
+    DEX_RETURN_IF_ERROR(
+        txn.Put(Table::kExecutions, e.id, internal::EncodeExecution(e)));
     DEX_RETURN_IF_ERROR(txn.Delete(Table::kScripts, e.id));
     DEX_RETURN_IF_ERROR(
         txn.Put(Table::kExpiry, ExpiryKey(e.finished_ms, e.id), ""));
@@ -177,15 +178,15 @@ Status Executor::Rep::Finish(Execution& e, bool refund) {
   };
   Status s = store->Update(write);
   if (s.code() == "store_full") {
-    Log(LogLevel::kError, "executor: store full; result of " + e.id +
-                              " kept without its output");
+    Log(LogLevel::kError,
+        "executor: store full; result of " + e.id + " kept without its output");
     e.outcome.stdout_data.clear();
     e.outcome.stderr_data.clear();
     s = store->Update(write);
   }
   if (!s.ok()) {
-    Log(LogLevel::kError, "executor: recording the end of " + e.id + ": " +
-                              s.ToString());
+    Log(LogLevel::kError,
+        "executor: recording the end of " + e.id + ": " + s.ToString());
   }
   done_cv.notify_all();
   return s;
@@ -240,8 +241,8 @@ void Executor::Rep::RunOne(const std::string& user_id, const QueuedRun& run) {
     e.outcome = std::move(*outcome);
     (void)Finish(e, false);
   } else {
-    Log(LogLevel::kError,
-        "executor: sandbox failed for " + e.id + ": " + outcome.status().ToString());
+    Log(LogLevel::kError, "executor: sandbox failed for " + e.id + ": " +
+                              outcome.status().ToString());
     e.state = ExecState::kFailed;
     e.outcome = RunOutcome{};
     e.detail = outcome.status().message();
@@ -334,8 +335,8 @@ void Executor::Rep::PurgeExpired() {
 void Executor::Rep::JanitorLoop() {
   std::unique_lock<std::mutex> lock(mu);
   while (!stopping) {
-    janitor_cv.wait_for(
-        lock, std::chrono::milliseconds(options.janitor_interval_ms));
+    janitor_cv.wait_for(lock,
+                        std::chrono::milliseconds(options.janitor_interval_ms));
     if (stopping) break;
     lock.unlock();
     ExpireQueued();
@@ -351,14 +352,17 @@ Status Executor::Rep::Recover() {
   {
     auto txn = store->BeginRead();
     if (!txn.ok()) return txn.status();
-    DEX_RETURN_IF_ERROR(txn->Scan(
-        Table::kExecutions, "", [&](std::string_view, std::string_view v) {
-          Execution e;
-          if (!internal::DecodeExecution(v, &e).ok()) return true;
-          if (e.state == ExecState::kQueued) queued_runs.push_back(e);
-          if (e.state == ExecState::kRunning) interrupted.push_back(e);
-          return true;
-        }));
+    DEX_RETURN_IF_ERROR(txn->Scan(Table::kExecutions, "",
+                                  [&](std::string_view, std::string_view v) {
+                                    Execution e;
+                                    if (!internal::DecodeExecution(v, &e).ok())
+                                      return true;
+                                    if (e.state == ExecState::kQueued)
+                                      queued_runs.push_back(e);
+                                    if (e.state == ExecState::kRunning)
+                                      interrupted.push_back(e);
+                                    return true;
+                                  }));
   }
   int64_t now = options.clock->NowMs();
   for (Execution& e : interrupted) {
@@ -454,8 +458,7 @@ Result<SubmitResult> Executor::Submit(const SubmitRequest& request) {
       if (found.ok() && internal::DecodeIdempotency(bytes, &rec).ok() &&
           now - rec.created_ms < kIdempotencyKeepMs) {
         if (rec.fingerprint != request.fingerprint) {
-          return Status(Category::kFailedPrecondition,
-                        "idempotency_key_reused",
+          return Status(Category::kFailedPrecondition, "idempotency_key_reused",
                         "submitting a run: the Idempotency-Key was used for "
                         "a different request");
         }
@@ -474,8 +477,8 @@ Result<SubmitResult> Executor::Submit(const SubmitRequest& request) {
     e.limits = request.run.limits;
     e.created_ms = now;
     DEX_RETURN_IF_ERROR(r->quota->Admit(txn, request.user_id, &e.period));
-    DEX_RETURN_IF_ERROR(txn.Put(Table::kExecutions, e.id,
-                                internal::EncodeExecution(e)));
+    DEX_RETURN_IF_ERROR(
+        txn.Put(Table::kExecutions, e.id, internal::EncodeExecution(e)));
     internal::ScriptRecord script{request.run.script,
                                   request.run.stdin_data.has_value(),
                                   request.run.stdin_data.value_or("")};
@@ -492,9 +495,10 @@ Result<SubmitResult> Executor::Submit(const SubmitRequest& request) {
   --r->reserved;
   if (!s.ok()) return s;
   if (!result.replayed) {
-    r->EnqueueLocked(request.user_id,
-                     QueuedRun{result.execution.id, result.execution.created_ms},
-                     request.max_concurrent);
+    r->EnqueueLocked(
+        request.user_id,
+        QueuedRun{result.execution.id, result.execution.created_ms},
+        request.max_concurrent);
     r->work_cv.notify_one();
   }
   return result;
@@ -513,8 +517,8 @@ Result<Execution> Executor::Get(const std::string& user_id,
 
 Result<Execution> Executor::Wait(const std::string& user_id,
                                  const std::string& id, int64_t timeout_ms) {
-  auto deadline = std::chrono::steady_clock::now() +
-                  std::chrono::milliseconds(timeout_ms);
+  auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
     auto e = Get(user_id, id);
     if (!e.ok() || Terminal(e->state)) return e;
@@ -541,10 +545,10 @@ void Executor::Shutdown(int64_t grace_ms) {
   std::unique_lock<std::mutex> lock(rep_->mu);
   if (!rep_->stopping) {
     rep_->stopping = true;
-    rep_->Log(LogLevel::kInfo,
-              "executor: shutting down; " + std::to_string(rep_->running) +
-                  " running, " + std::to_string(rep_->queued) +
-                  " queued left for the next start");
+    rep_->Log(LogLevel::kInfo, "executor: shutting down; " +
+                                   std::to_string(rep_->running) +
+                                   " running, " + std::to_string(rep_->queued) +
+                                   " queued left for the next start");
   }
   rep_->work_cv.notify_all();
   rep_->janitor_cv.notify_all();

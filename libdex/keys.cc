@@ -169,8 +169,8 @@ Result<MintedKey> Keys::Mint(Txn& txn, const std::string& user_id,
                              std::string_view name) {
   auto normalized = NormalizeName(name);
   if (!normalized.ok()) return normalized.status();
-  std::string body = std::string(kPrefix) +
-                     RandomBase62(kRandomChars, options_.random_bytes);
+  std::string body =
+      std::string(kPrefix) + RandomBase62(kRandomChars, options_.random_bytes);
   MintedKey minted;
   minted.raw_key = body + Checksum(body);
   internal::KeyRecord record;
@@ -211,8 +211,7 @@ Result<KeyInfo> Keys::Verify(std::string_view raw_key) {
   }
   if (!record.info.active) {
     return Status(Category::kUnauthenticated, "key_disabled",
-                  "authenticating: the key " + record.info.id +
-                      " is disabled");
+                  "authenticating: the key " + record.info.id + " is disabled");
   }
   int64_t now = options_.clock->NowMs();
   if (record.info.last_used_ms &&
@@ -236,12 +235,12 @@ Result<std::vector<KeyInfo>> Keys::List(const std::string& user_id) {
   auto txn = store_->BeginRead();
   if (!txn.ok()) return txn.status();
   std::vector<std::string> ids;
-  DEX_RETURN_IF_ERROR(
-      txn->Scan(Table::kUserKeys, user_id + "/",
-                [&](std::string_view key, std::string_view) {
-                  ids.emplace_back(key.substr(user_id.size() + 1));
-                  return true;
-                }));
+  DEX_RETURN_IF_ERROR(txn->Scan(Table::kUserKeys, user_id + "/",
+                                [&](std::string_view key, std::string_view) {
+                                  ids.emplace_back(
+                                      key.substr(user_id.size() + 1));
+                                  return true;
+                                }));
   std::vector<KeyInfo> keys;
   for (const auto& id : ids) {
     auto record = LoadKey(*txn, id);
@@ -269,15 +268,14 @@ Result<KeyInfo> Keys::Disable(const std::string& user_id,
       return Status::Ok();
     }
     int active_others = 0;
-    Status scan = txn.Scan(
-        Table::kUserKeys, user_id + "/",
-        [&](std::string_view key, std::string_view) {
-          std::string other(key.substr(user_id.size() + 1));
-          if (other == key_id) return true;
-          auto r = LoadKey(txn, other);
-          if (r.ok() && r->info.active) ++active_others;
-          return active_others == 0;
-        });
+    Status scan = txn.Scan(Table::kUserKeys, user_id + "/",
+                           [&](std::string_view key, std::string_view) {
+                             std::string other(key.substr(user_id.size() + 1));
+                             if (other == key_id) return true;
+                             auto r = LoadKey(txn, other);
+                             if (r.ok() && r->info.active) ++active_others;
+                             return active_others == 0;
+                           });
     DEX_RETURN_IF_ERROR(scan);
     if (active_others == 0) {
       return Status(Category::kFailedPrecondition, "last_active_key",

@@ -267,8 +267,7 @@ Result<UsageView> Quota::Usage(Txn& txn, const std::string& user_id) {
   return view;
 }
 
-Status Quota::Admit(Txn& txn, const std::string& user_id,
-                    std::string* period) {
+Status Quota::Admit(Txn& txn, const std::string& user_id, std::string* period) {
   auto view = Usage(txn, user_id);
   if (!view.ok()) return view.status();
   if (view->effective_plan.quota_monthly <= 0) {

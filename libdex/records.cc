@@ -1,11 +1,11 @@
 #include "libdex/records.h"
 
-#include <cinttypes>
-#include <cstdio>
-
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
+
+#include <cinttypes>
+#include <cstdio>
 
 namespace dex::internal {
 namespace {
@@ -253,8 +253,8 @@ Status DecodeExecution(std::string_view bytes, Execution* e) {
 // Scripts and stdin are arbitrary bytes: "<script length>\n<has stdin>"
 // followed by the script and the stdin bytes.
 std::string EncodeScript(const ScriptRecord& s) {
-  std::string out = std::to_string(s.script.size()) + "\n" +
-                    (s.has_stdin ? "1" : "0");
+  std::string out =
+      std::to_string(s.script.size()) + "\n" + (s.has_stdin ? "1" : "0");
   out += s.script;
   out += s.stdin_data;
   return out;

@@ -7,14 +7,14 @@ constexpr int64_t kDefaultWallMs = 10'000;
 
 // A requested limit: absent takes `fallback`; present must be positive and
 // at most `max`.
-Result<int64_t> PickLimit(const char* field, const std::optional<int64_t>& asked,
-                          int64_t fallback, int64_t max,
-                          const std::string& plan) {
+Result<int64_t> PickLimit(const char* field,
+                          const std::optional<int64_t>& asked, int64_t fallback,
+                          int64_t max, const std::string& plan) {
   if (!asked) return fallback;
   if (*asked <= 0) {
-    return Status::Error(Category::kInvalidArgument,
-                         std::string("limits.") + field +
-                             ": must be a positive integer");
+    return Status::Error(
+        Category::kInvalidArgument,
+        std::string("limits.") + field + ": must be a positive integer");
   }
   if (*asked > max) {
     return Status::Error(Category::kInvalidArgument,
@@ -110,15 +110,15 @@ Result<RunLimits> Service::ResolveLimits(const Plan& plan,
                                          const LimitsRequest& request) {
   const PlanMaxima& max = plan.max;
   RunLimits limits;
-  auto wall = PickLimit("wall_ms", request.wall_ms,
-                        std::min(kDefaultWallMs, max.wall_ms), max.wall_ms,
-                        plan.name);
+  auto wall =
+      PickLimit("wall_ms", request.wall_ms,
+                std::min(kDefaultWallMs, max.wall_ms), max.wall_ms, plan.name);
   if (!wall.ok()) return wall.status();
   limits.wall_ms = *wall;
   // CPU defaults to the run's own wall limit.
-  auto cpu = PickLimit("cpu_ms", request.cpu_ms,
-                       std::min(limits.wall_ms, max.cpu_ms), max.cpu_ms,
-                       plan.name);
+  auto cpu =
+      PickLimit("cpu_ms", request.cpu_ms, std::min(limits.wall_ms, max.cpu_ms),
+                max.cpu_ms, plan.name);
   if (!cpu.ok()) return cpu.status();
   limits.cpu_ms = *cpu;
   auto memory = PickLimit("memory_mb", request.memory_mb, max.memory_mb,
@@ -196,9 +196,9 @@ Result<NewUser> Service::CreateUser(const std::string& plan) {
     return Status::Ok();
   });
   if (!s.ok()) return s;
-  rep_->options.logger->Log(LogLevel::kInfo,
-                            "service: created " + created.user.id +
-                                " on plan " + plan);
+  rep_->options.logger->Log(
+      LogLevel::kInfo,
+      "service: created " + created.user.id + " on plan " + plan);
   return created;
 }
 

@@ -32,7 +32,9 @@ const char* DefaultCode(Category category) {
 }  // namespace
 
 Status::Status(Category category, std::string code, std::string message)
-    : category_(category), code_(std::move(code)), message_(std::move(message)) {
+    : category_(category),
+      code_(std::move(code)),
+      message_(std::move(message)) {
   if (code_.empty()) code_ = DefaultCode(category_);
 }
 

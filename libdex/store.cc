@@ -13,8 +13,8 @@ namespace dex {
 namespace {
 
 constexpr const char* kTableNames[] = {
-    "meta",   "users",      "plans", "keys",    "key_hashes",  "user_keys",
-    "usage",  "executions", "queue", "scripts", "idempotency", "expiry"};
+    "meta",  "users",      "plans", "keys",    "key_hashes",  "user_keys",
+    "usage", "executions", "queue", "scripts", "idempotency", "expiry"};
 constexpr int kTableCount = sizeof(kTableNames) / sizeof(kTableNames[0]);
 
 Status LmdbError(const std::string& context, int rc) {
@@ -65,9 +65,9 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
   std::error_code ec;
   std::filesystem::create_directories(options.path, ec);
   if (ec) {
-    return Status::Error(Category::kUnavailable,
-                         "store: creating " + options.path + ": " +
-                             ec.message());
+    return Status::Error(
+        Category::kUnavailable,
+        "store: creating " + options.path + ": " + ec.message());
   }
   auto rep = std::make_unique<Rep>();
   rep->options = options;
@@ -161,7 +161,8 @@ Status Store::Update(const std::function<Status(Txn&)>& fn) {
     mdb_env_info(rep_->env, &info);
     uint64_t current = info.me_mapsize;
     if (current >= rep_->options.max_map_bytes) return status;
-    uint64_t next = std::min<uint64_t>(current * 2, rep_->options.max_map_bytes);
+    uint64_t next =
+        std::min<uint64_t>(current * 2, rep_->options.max_map_bytes);
     int rc = mdb_env_set_mapsize(rep_->env, next);
     if (rc != 0) return LmdbError("store: growing the map", rc);
     rep_->options.logger->Log(
@@ -241,12 +242,13 @@ Status Txn::Scan(
     Table table, std::string_view prefix,
     const std::function<bool(std::string_view, std::string_view)>& fn) {
   MDB_cursor* cursor = nullptr;
-  int rc = mdb_cursor_open(static_cast<MDB_txn*>(txn_),
-                           store_->rep_->dbis[static_cast<int>(table)],
-                           &cursor);
+  int rc =
+      mdb_cursor_open(static_cast<MDB_txn*>(txn_),
+                      store_->rep_->dbis[static_cast<int>(table)], &cursor);
   if (rc != 0) return LmdbError("store: opening a cursor", rc);
   MDB_val k = Val(prefix), v;
-  rc = mdb_cursor_get(cursor, &k, &v, prefix.empty() ? MDB_FIRST : MDB_SET_RANGE);
+  rc = mdb_cursor_get(cursor, &k, &v,
+                      prefix.empty() ? MDB_FIRST : MDB_SET_RANGE);
   while (rc == 0) {
     std::string_view key = View(k);
     if (key.substr(0, prefix.size()) != prefix) break;

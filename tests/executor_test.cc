@@ -1,5 +1,7 @@
 // Executor tests run the real store and quota; the sandbox is replaced by a
 // fake, since these tests are about queueing, records and recovery.
+#include "dex/executor.h"
+
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -8,7 +10,6 @@
 #include <set>
 #include <thread>
 
-#include "dex/executor.h"
 #include "dex/quota.h"
 #include "dex/store.h"
 #include "libdex/records.h"
@@ -86,8 +87,8 @@ struct ExecutorFixture {
   }
 
   void Start() {
-    auto opened = dex::Executor::Open(store.get(), quota.get(), &sandbox,
-                                      options);
+    auto opened =
+        dex::Executor::Open(store.get(), quota.get(), &sandbox, options);
     REQUIRE_MESSAGE(opened.ok(), opened.status().ToString());
     executor = std::move(*opened);
   }

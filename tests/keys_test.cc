@@ -1,6 +1,7 @@
+#include "dex/keys.h"
+
 #include <doctest/doctest.h>
 
-#include "dex/keys.h"
 #include "dex/store.h"
 #include "tests/test_util.h"
 
@@ -44,8 +45,8 @@ TEST_CASE_FIXTURE(KeysFixture, "the raw key is never stored") {
   REQUIRE(minted.ok());
   auto txn = store->BeginRead();
   bool found = false;
-  for (auto table : {dex::Table::kKeys, dex::Table::kKeyHashes,
-                     dex::Table::kUserKeys}) {
+  for (auto table :
+       {dex::Table::kKeys, dex::Table::kKeyHashes, dex::Table::kUserKeys}) {
     (void)txn->Scan(table, "", [&](std::string_view k, std::string_view v) {
       found |= k.find(minted->raw_key) != std::string_view::npos ||
                v.find(minted->raw_key) != std::string_view::npos;
@@ -114,7 +115,8 @@ TEST_CASE_FIXTURE(KeysFixture, "keys are listed newest first") {
   CHECK((*list)[1].name == "old");
 }
 
-TEST_CASE_FIXTURE(KeysFixture, "last_used_at is written at most once a minute") {
+TEST_CASE_FIXTURE(KeysFixture,
+                  "last_used_at is written at most once a minute") {
   auto minted = keys->Mint("user_a", "one");
   REQUIRE(minted.ok());
   int64_t t0 = clock.NowMs();

@@ -1,6 +1,7 @@
+#include "dex/quota.h"
+
 #include <doctest/doctest.h>
 
-#include "dex/quota.h"
 #include "dex/store.h"
 #include "tests/test_util.h"
 
@@ -26,9 +27,8 @@ struct QuotaFixture {
   }
 
   dex::Status Admit(const std::string& user_id, std::string* period) {
-    return store->Update([&](dex::Txn& txn) {
-      return quota->Admit(txn, user_id, period);
-    });
+    return store->Update(
+        [&](dex::Txn& txn) { return quota->Admit(txn, user_id, period); });
   }
 
   std::string UserOn(const std::string& plan_name, int64_t runs) {
@@ -85,9 +85,10 @@ TEST_CASE_FIXTURE(QuotaFixture, "a refund gives back one unit") {
   std::string user = UserOn("tiny", 1);
   std::string period;
   CHECK(Admit(user, &period).ok());
-  CHECK(store->Update([&](dex::Txn& txn) {
-               return quota->Refund(txn, user, period);
-             }).ok());
+  CHECK(store
+            ->Update(
+                [&](dex::Txn& txn) { return quota->Refund(txn, user, period); })
+            .ok());
   CHECK(quota->Usage(user)->used == 0);
   CHECK(Admit(user, &period).ok());
 }
@@ -95,19 +96,22 @@ TEST_CASE_FIXTURE(QuotaFixture, "a refund gives back one unit") {
 TEST_CASE_FIXTURE(QuotaFixture, "a canceled subscription falls back to free") {
   auto user = quota->CreateUser("pro");
   REQUIRE(user.ok());
-  CHECK(quota->UpdateUser(user->id, std::nullopt,
-                          dex::SubscriptionStatus::kCanceled)
+  CHECK(quota
+            ->UpdateUser(user->id, std::nullopt,
+                         dex::SubscriptionStatus::kCanceled)
             .ok());
   auto view = quota->Usage(user->id);
   CHECK(view->effective_plan.name == "free");
   CHECK(view->user.plan == "pro");
 }
 
-TEST_CASE_FIXTURE(QuotaFixture, "past_due keeps the plan for the grace period") {
+TEST_CASE_FIXTURE(QuotaFixture,
+                  "past_due keeps the plan for the grace period") {
   auto user = quota->CreateUser("pro");
   REQUIRE(user.ok());
-  CHECK(quota->UpdateUser(user->id, std::nullopt,
-                          dex::SubscriptionStatus::kPastDue)
+  CHECK(quota
+            ->UpdateUser(user->id, std::nullopt,
+                         dex::SubscriptionStatus::kPastDue)
             .ok());
   clock.Advance(6ll * 24 * 3600 * 1000);
   CHECK(quota->Usage(user->id)->effective_plan.name == "pro");

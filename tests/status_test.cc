@@ -1,9 +1,10 @@
+#include "dex/status.h"
+
 #include <doctest/doctest.h>
 
 #include <cerrno>
 
 #include "dex/env.h"
-#include "dex/status.h"
 
 TEST_CASE("an error keeps its code and message") {
   dex::Status s(dex::Category::kFailedPrecondition, "last_active_key",

@@ -1,8 +1,9 @@
+#include "dex/store.h"
+
 #include <doctest/doctest.h>
 
 #include <string>
 
-#include "dex/store.h"
 #include "tests/test_util.h"
 
 namespace {

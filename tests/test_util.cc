@@ -1,7 +1,9 @@
 #include "tests/test_util.h"
 
 #include <fcntl.h>
+#include <httplib.h>
 #include <poll.h>
+#include <rapidjson/document.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
@@ -14,9 +16,6 @@
 #include <filesystem>
 #include <stdexcept>
 #include <thread>
-
-#include <httplib.h>
-#include <rapidjson/document.h>
 
 extern char** environ;
 
@@ -49,7 +48,8 @@ std::vector<char*> Argv(std::vector<std::string>& args) {
 
 TempDir::TempDir() {
   const char* base = getenv("TMPDIR");
-  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/dex-test-XXXXXX";
+  std::string tmpl =
+      std::string(base && *base ? base : "/tmp") + "/dex-test-XXXXXX";
   if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
   path_ = tmpl;
 }
@@ -59,8 +59,7 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-int64_t UtcMs(int year, int month, int day, int hour, int minute,
-              int second) {
+int64_t UtcMs(int year, int month, int day, int hour, int minute, int second) {
   struct tm tm = {};
   tm.tm_year = year - 1900;
   tm.tm_mon = month - 1;
@@ -97,13 +96,14 @@ CommandResult RunShim(const std::vector<std::string>& args) {
   close(err_pipe[0]);
   int status = 0;
   waitpid(pid, &status, 0);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  result.exit_code =
+      WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return result;
 }
 
 ShimServer::ShimServer(const std::string& data_dir,
                        const std::vector<std::string>& extra_args) {
-  std::vector<std::string> all = {DEX_SHIM_PATH, "serve",      "--data",
+  std::vector<std::string> all = {DEX_SHIM_PATH, "serve",    "--data",
                                   data_dir,      "--listen", "127.0.0.1:0"};
   all.insert(all.end(), extra_args.begin(), extra_args.end());
   int out_pipe[2];
@@ -137,7 +137,8 @@ ShimServer::ShimServer(const std::string& data_dir,
   if (!line.empty() && line.back() == '\n') line.pop_back();
   ready_line_ = line;
   auto colon = line.rfind(':');
-  if (line.rfind("listening on http://", 0) == 0 && colon != std::string::npos) {
+  if (line.rfind("listening on http://", 0) == 0 &&
+      colon != std::string::npos) {
     port_ = atoi(line.c_str() + colon + 1);
   }
 }

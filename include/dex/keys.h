@@ -21,11 +21,11 @@
 namespace dex {
 
 struct KeyInfo {
-  std::string id;       // "key_" + random characters
+  std::string id;  // "key_" + random characters
   std::string user_id;
-  std::string name;     // 1-100 characters after trimming
-  std::string hint;     // "dex_live_…" + last 4 characters
-  bool active = true;   // false once disabled
+  std::string name;    // 1-100 characters after trimming
+  std::string hint;    // "dex_live_…" + last 4 characters
+  bool active = true;  // false once disabled
   int64_t created_ms = 0;
   std::optional<int64_t> last_used_ms;  // approximate, see KeysOptions
   std::optional<int64_t> disabled_ms;

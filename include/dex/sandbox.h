@@ -22,11 +22,11 @@ namespace dex {
 
 // Limits of one run. Every field must be positive.
 struct RunLimits {
-  int64_t wall_ms = 10'000;      // script start to exit
-  int64_t cpu_ms = 10'000;       // summed over every process of the run
-  int64_t memory_mb = 256;       // resident memory of the run, summed
+  int64_t wall_ms = 10'000;        // script start to exit
+  int64_t cpu_ms = 10'000;         // summed over every process of the run
+  int64_t memory_mb = 256;         // resident memory of the run, summed
   int64_t output_bytes = 1 << 20;  // raw bytes kept per stream
-  int64_t processes = 64;        // processes and threads at once
+  int64_t processes = 64;          // processes and threads at once
 };
 
 // Why a run ended, in the order the verdict is chosen.
@@ -55,7 +55,7 @@ struct RunOutcome {
   int64_t wall_ms = 0;
   int64_t cpu_ms = 0;
   int64_t peak_memory_kb = 0;
-  int64_t startup_ms = 0;  // spawn request to script start
+  int64_t startup_ms = 0;   // spawn request to script start
   std::string stdout_data;  // raw bytes, at most limits.output_bytes, cut
   std::string stderr_data;  // on the last whole UTF-8 character
   bool stdout_truncated = false;

@@ -81,9 +81,9 @@ class [[nodiscard]] Result {
 }  // namespace dex
 
 // Returns early from the enclosing function when `expr` is an error.
-#define DEX_RETURN_IF_ERROR(expr)     \
-  do {                                \
-    ::dex::Status dex_status_ = (expr); \
+#define DEX_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::dex::Status dex_status_ = (expr);        \
     if (!dex_status_.ok()) return dex_status_; \
   } while (0)
 
