@@ -270,6 +270,8 @@ struct HttpServer::Rep {
   std::thread thread;
   std::atomic<bool> stopping{false};
   std::function<void()> on_exit;
+  // The listening socket, seen by the socket options hook; -1 before.
+  std::atomic<int> listen_fd{-1};
 
   // (user_id, Idempotency-Key) of POST /run requests being answered now.
   std::mutex idem_mu;
@@ -351,6 +353,13 @@ Result<int> HttpServer::Bind(const std::string& host, int port) {
         Category::kUnavailable, "unavailable",
         fmt::format("binding {}:{}: address in use or invalid", host, port));
   }
+  // Listening again on a listening socket only changes its backlog.
+  int fd = rep_->listen_fd;
+  if (fd >= 0 && listen(fd, rep_->options.listen_backlog) != 0) {
+    return Status::FromErrno(
+        fmt::format("listening on {}:{} with a longer backlog", host, bound),
+        errno, Category::kUnavailable);
+  }
   return bound;
 }
 
@@ -391,11 +400,12 @@ void HttpServer::Rep::Configure() {
   server.set_payload_max_length(options.max_body_bytes);
   server.set_default_headers(
       {{"Cache-Control", "no-store"}, {"X-Content-Type-Options", "nosniff"}});
-  server.set_socket_options([](int sock) {
+  server.set_socket_options([this](int sock) {
     // Sockets must not leak into processes the library spawns later.
     int one = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     fcntl(sock, F_SETFD, FD_CLOEXEC);
+    listen_fd = sock;  // only the listening socket passes through here
   });
   server.set_pre_routing_handler(
       [](const httplib::Request& req, httplib::Response& res) {

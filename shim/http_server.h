@@ -30,6 +30,12 @@ struct HttpOptions {
   time_t keep_alive_timeout_s = 2;
   // Requests per connection before it is closed. Default 100.
   size_t keep_alive_max_count = 100;
+  // Connections the kernel queues before the server accepts them.
+  // cpp-httplib listens with a backlog of 5, which drops a burst of
+  // simultaneous connections (they then fail on the client's side); the
+  // socket is listened on again with this. Capped by net.core.somaxconn.
+  // Default 1024.
+  int listen_backlog = 1024;
   // Request bodies above this answer 413 payload_too_large. Default 2 MiB.
   size_t max_body_bytes = 2u << 20;
   // `?wait=true` on POST /run waits at most the run's wall limit plus this

@@ -1,0 +1,1367 @@
+// The HTTP contract of DESIGN §2-§4, exactly: every request a user gets
+// wrong answers a standard problem and costs nothing; each key and quota
+// rule holds over a real server, also under concurrency. Every test starts
+// its own `dex-shim serve` on port 0 over a fresh folder.
+#include <arpa/inet.h>
+#include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <rapidjson/document.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/test_util.h"
+
+namespace dex::test {
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+rapidjson::Document Json(const std::string& text) {
+  rapidjson::Document doc;
+  doc.Parse(text.c_str(), text.size());
+  REQUIRE_MESSAGE(!doc.HasParseError(), "not JSON: " << text.substr(0, 200));
+  return doc;
+}
+
+std::string Str(const rapidjson::Value& doc, const char* name) {
+  REQUIRE_MESSAGE(doc.IsObject(), "not an object");
+  REQUIRE_MESSAGE(doc.HasMember(name), "missing " << name);
+  REQUIRE_MESSAGE(doc[name].IsString(), name << " is not a string");
+  return doc[name].GetString();
+}
+
+int64_t Int(const rapidjson::Value& doc, const char* name) {
+  REQUIRE_MESSAGE(doc.IsObject(), "not an object");
+  REQUIRE_MESSAGE(doc.HasMember(name), "missing " << name);
+  REQUIRE_MESSAGE(doc[name].IsInt64(), name << " is not an integer");
+  return doc[name].GetInt64();
+}
+
+// Checks every field of a problem+json answer against `status` and
+// `code`, and returns its detail.
+std::string CheckProblem(const HttpReply& reply, int status,
+                         const std::string& code) {
+  CHECK(reply.status == status);
+  CHECK(reply.Header("content-type") == "application/problem+json");
+  std::string request_id = reply.Header("x-request-id");
+  CHECK(!request_id.empty());
+  rapidjson::Document doc = Json(reply.body);
+  CHECK(Str(doc, "type") == "https://dex.dev/problems/" + code);
+  CHECK(!Str(doc, "title").empty());
+  CHECK(Int(doc, "status") == status);
+  CHECK(Str(doc, "code") == code);
+  CHECK(Str(doc, "request_id") == request_id);
+  std::string detail = Str(doc, "detail");
+  CHECK(!detail.empty());
+  return detail;
+}
+
+int64_t UsageOf(int port, const std::string& key) {
+  HttpReply me = Http(port, "GET", "/me", key);
+  REQUIRE(me.status == 200);
+  return Int(Json(me.body), "usage_this_period");
+}
+
+// A TCP connection to the server on loopback; closed when destroyed.
+class RawConnection {
+ public:
+  explicit RawConnection(int port) {
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_in addr = {};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  }
+  ~RawConnection() { close(fd_); }
+  RawConnection(const RawConnection&) = delete;
+  RawConnection& operator=(const RawConnection&) = delete;
+
+  void Send(const std::string& bytes) {
+    size_t done = 0;
+    while (done < bytes.size()) {
+      ssize_t n =
+          send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+      REQUIRE(n > 0);
+      done += static_cast<size_t>(n);
+    }
+  }
+
+  // Reads until the server closes the connection (liveness bound 30 s).
+  std::string ReadAll() {
+    std::string out;
+    auto deadline = SteadyClock::now() + std::chrono::seconds(30);
+    char buf[65536];
+    while (SteadyClock::now() < deadline) {
+      pollfd pfd = {fd_, POLLIN, 0};
+      if (poll(&pfd, 1, 1000) <= 0) continue;
+      ssize_t n = read(fd_, buf, sizeof buf);
+      if (n <= 0) break;
+      out.append(buf, static_cast<size_t>(n));
+    }
+    return out;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// Sends raw bytes as one request (which must ask for Connection: close)
+// and parses the answer.
+HttpReply RawHttp(int port, const std::string& request) {
+  RawConnection conn(port);
+  conn.Send(request);
+  std::string text = conn.ReadAll();
+  HttpReply reply;
+  size_t head_end = text.find("\r\n\r\n");
+  if (text.rfind("HTTP/1.1 ", 0) != 0 || head_end == std::string::npos) {
+    return reply;
+  }
+  reply.status = std::atoi(text.c_str() + 9);
+  reply.body = text.substr(head_end + 4);
+  std::istringstream head(text.substr(0, head_end));
+  std::string line;
+  std::getline(head, line);  // the status line
+  while (std::getline(head, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string name = line.substr(0, colon);
+    for (char& c : name) c = static_cast<char>(tolower(c));
+    size_t start = line.find_first_not_of(' ', colon + 1);
+    reply.headers.emplace(name,
+                          start == std::string::npos ? "" : line.substr(start));
+  }
+  return reply;
+}
+
+std::string SetPlan(const std::string& data_dir,
+                    const std::vector<std::string>& args) {
+  std::vector<std::string> all = {"plan", "set", "--data", data_dir};
+  all.insert(all.end(), args.begin(), args.end());
+  CommandResult r = RunShim(all);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  return r.out;
+}
+
+void UpdateUser(const std::string& data_dir, const std::string& user_id,
+                const std::string& status) {
+  CommandResult r = RunShim({"user", "update", "--data", data_dir, "--user",
+                             user_id, "--status", status});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+}
+
+// The same key with its checksum broken in the last character.
+std::string BreakChecksum(std::string key) {
+  key.back() = key.back() == 'A' ? 'B' : 'A';
+  return key;
+}
+
+const std::string kPrint1 = R"j({"script":"print(1)"})j";
+
+std::string RunBody(const std::string& limits_json) {
+  return R"j({"script":"print(1)","limits":)j" + limits_json + "}";
+}
+
+// ---- The table of wrong requests ----------------------------------------
+
+struct Row {
+  std::string name;
+  std::string method;
+  std::string path;
+  std::string key;  // empty: no Authorization header
+  std::string body;
+  std::map<std::string, std::string> headers;
+  int status;
+  std::string code;
+  std::string detail_part;  // the detail must contain this
+  std::string raw;          // non-empty: send these bytes instead
+  // A header the answer must carry, and its exact value ("*": any).
+  std::string want_header;
+  std::string want_value;
+  // The user whose usage must not change (a valid key of theirs).
+  std::string usage_key;
+};
+
+TEST_CASE("every wrong request answers a precise problem and costs nothing") {
+  TempDir dir;
+  std::string main_user;
+  std::string key = CreateUser(dir.path(), "starter", &main_user);
+  std::string bob = CreateUser(dir.path(), "starter");
+  SetPlan(dir.path(), {"one", "--quota", "1"});
+  std::string spent = CreateUser(dir.path(), "one");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  const int port = server.port();
+
+  // A run that is still going while the table runs (ends at its wall limit).
+  HttpReply slow = Http(
+      port, "POST", "/run", key,
+      R"j({"script":"import time\ntime.sleep(60)","limits":{"wall_ms":8000}})j");
+  REQUIRE(slow.status == 202);
+  std::string slow_id = Str(Json(slow.body), "execution_id");
+
+  // Bob's run and key, which nobody else may see.
+  HttpReply bob_run = Http(port, "POST", "/run?wait=true", bob, kPrint1);
+  REQUIRE(bob_run.status == 200);
+  std::string bob_exec = Str(Json(bob_run.body), "execution_id");
+  std::string bob_key_id =
+      Str(Json(Http(port, "GET", "/apikey", bob).body)["keys"][0], "id");
+
+  // A user whose month is used up.
+  REQUIRE(Http(port, "POST", "/run", spent, kPrint1).status == 202);
+
+  // A disabled second key of the main user.
+  HttpReply second =
+      Http(port, "POST", "/apikey", key, R"({"name":"to-disable"})");
+  REQUIRE(second.status == 201);
+  std::string disabled_key = Str(Json(second.body), "api_key");
+  REQUIRE(Http(port, "DELETE", "/apikey/" + Str(Json(second.body), "id"), key)
+              .status == 200);
+
+  // An Idempotency-Key already used for print(1).
+  std::map<std::string, std::string> idem = {{"Idempotency-Key", "table-1"}};
+  REQUIRE(Http(port, "POST", "/run", key, kPrint1, idem).status == 202);
+
+  std::map<std::string, std::string> flood;
+  for (int i = 0; i < 200; ++i) {
+    flood["X-Flood-" + std::to_string(i)] = "x";
+  }
+  std::string two_mib_plus_one(2u << 20, ' ');
+  two_mib_plus_one += "{";
+
+  const std::string bearer_lower = "bearer " + BreakChecksum(key);
+  const std::string v = "limits.";
+  std::vector<Row> rows = {
+      // Before anything else, so the run is surely not over yet.
+      {"result before the end",
+       "GET",
+       "/result/" + slow_id,
+       key,
+       "",
+       {},
+       409,
+       "not_finished",
+       "not finished"},
+      // Routes and methods.
+      {"unknown route, no key",
+       "GET",
+       "/nope",
+       "",
+       "",
+       {},
+       404,
+       "not_found",
+       "no such route"},
+      {"unknown route with a key",
+       "GET",
+       "/nope",
+       key,
+       "",
+       {},
+       404,
+       "not_found",
+       "no such route"},
+      {"routes are case-sensitive",
+       "GET",
+       "/ME",
+       key,
+       "",
+       {},
+       404,
+       "not_found",
+       "no such route"},
+      {"empty id",
+       "GET",
+       "/status/",
+       key,
+       "",
+       {},
+       404,
+       "not_found",
+       "no such route"},
+      {"id with a slash",
+       "GET",
+       "/status/a/b",
+       key,
+       "",
+       {},
+       404,
+       "not_found",
+       "no such route"},
+      {"wrong method + no key: 405 first",
+       "PUT",
+       "/me",
+       "",
+       "{}",
+       {},
+       405,
+       "method_not_allowed",
+       "PUT",
+       "",
+       "allow",
+       "GET, HEAD"},
+      {"DELETE /run",
+       "DELETE",
+       "/run",
+       key,
+       "",
+       {},
+       405,
+       "method_not_allowed",
+       "DELETE",
+       "",
+       "allow",
+       "POST"},
+      {"GET /run",
+       "GET",
+       "/run",
+       key,
+       "",
+       {},
+       405,
+       "method_not_allowed",
+       "GET",
+       "",
+       "allow",
+       "POST"},
+      {"POST /status/{id}",
+       "POST",
+       "/status/x",
+       key,
+       "{}",
+       {},
+       405,
+       "method_not_allowed",
+       "POST",
+       "",
+       "allow",
+       "GET, HEAD"},
+      {"GET /apikey/{id}",
+       "GET",
+       "/apikey/key_x",
+       key,
+       "",
+       {},
+       405,
+       "method_not_allowed",
+       "GET",
+       "",
+       "allow",
+       "DELETE"},
+      {"PATCH /apikey",
+       "PATCH",
+       "/apikey",
+       key,
+       "{}",
+       {},
+       405,
+       "method_not_allowed",
+       "PATCH",
+       "",
+       "allow",
+       "GET, HEAD, POST"},
+      {"TRACE /me",
+       "",
+       "",
+       "",
+       "",
+       {},
+       405,
+       "method_not_allowed",
+       "TRACE",
+       "TRACE /me HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+       "allow",
+       "GET, HEAD"},
+      // Credentials.
+      {"no credentials",
+       "GET",
+       "/me",
+       "",
+       "",
+       {},
+       401,
+       "missing_credentials",
+       "Bearer",
+       "",
+       "www-authenticate",
+       "Bearer realm=\"dex\""},
+      {"key in ?api_key= does not authenticate",
+       "GET",
+       "/me?api_key=" + key,
+       "",
+       "",
+       {},
+       401,
+       "missing_credentials",
+       "Authorization"},
+      {"key in ?access_token= does not authenticate",
+       "GET",
+       "/me?access_token=" + key,
+       "",
+       "",
+       {},
+       401,
+       "missing_credentials",
+       "Authorization"},
+      {"Basic scheme",
+       "GET",
+       "/me",
+       "",
+       "",
+       {{"Authorization", "Basic eDp5"}},
+       401,
+       "invalid_token",
+       "Bearer",
+       "",
+       "www-authenticate",
+       "Bearer realm=\"dex\", error=\"invalid_token\""},
+      {"scheme without a key",
+       "GET",
+       "/me",
+       "",
+       "",
+       {{"Authorization", "Bearer"}},
+       401,
+       "invalid_token",
+       "Bearer"},
+      {"garbled key",
+       "GET",
+       "/me",
+       "",
+       "",
+       {{"Authorization", "Bearer !!garbage!!"}},
+       401,
+       "invalid_token",
+       "dex_live_"},
+      {"key of the wrong length",
+       "GET",
+       "/me",
+       key.substr(0, key.size() - 1),
+       "",
+       {},
+       401,
+       "invalid_token",
+       "length"},
+      {"bad checksum, checked before any lookup",
+       "GET",
+       "/me",
+       BreakChecksum(key),
+       "",
+       {},
+       401,
+       "invalid_token",
+       "checksum"},
+      {"lowercase scheme is the same scheme; its key is still checked",
+       "GET",
+       "/me",
+       "",
+       "",
+       {{"Authorization", bearer_lower}},
+       401,
+       "invalid_token",
+       "checksum"},
+      {"two Authorization headers",
+       "GET",
+       "/me",
+       key,
+       "",
+       {{"Authorization", "Bearer " + key}},
+       401,
+       "invalid_token",
+       "Bearer"},
+      {"disabled key",
+       "GET",
+       "/me",
+       disabled_key,
+       "",
+       {},
+       401,
+       "key_disabled",
+       "disabled",
+       "",
+       "www-authenticate",
+       "*"},
+      {"no key + bad body: 401 first",
+       "POST",
+       "/run",
+       "",
+       "{",
+       {},
+       401,
+       "missing_credentials",
+       "Bearer"},
+      // Body size, type and shape.
+      {"text/plain body",
+       "POST",
+       "/run",
+       key,
+       kPrint1,
+       {{"Content-Type", "text/plain"}},
+       415,
+       "unsupported_media_type",
+       "application/json"},
+      {"JSON in another charset",
+       "POST",
+       "/run",
+       key,
+       kPrint1,
+       {{"Content-Type", "application/json; charset=latin1"}},
+       415,
+       "unsupported_media_type",
+       "application/json"},
+      {"no Content-Type",
+       "",
+       "",
+       "",
+       "",
+       {},
+       415,
+       "unsupported_media_type",
+       "application/json",
+       "POST /run HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+       "Authorization: Bearer " +
+           key + "\r\nContent-Length: " + std::to_string(kPrint1.size()) +
+           "\r\n\r\n" + kPrint1},
+      {"body above 2 MiB",
+       "POST",
+       "/run",
+       key,
+       two_mib_plus_one,
+       {},
+       413,
+       "payload_too_large",
+       "2097152"},
+      {"malformed JSON",
+       "POST",
+       "/run",
+       key,
+       R"({"script":)",
+       {},
+       400,
+       "invalid_json",
+       "not valid JSON"},
+      {"invalid UTF-8",
+       "POST",
+       "/run",
+       key,
+       "{\"script\":\"\xff\"}",
+       {},
+       400,
+       "invalid_json",
+       "not valid JSON"},
+      {"100000 [",
+       "POST",
+       "/run",
+       key,
+       std::string(100'000, '['),
+       {},
+       400,
+       "invalid_json",
+       "nested deeper"},
+      {"NUL byte",
+       "POST",
+       "/run",
+       key,
+       std::string("{\"script\":\"a\"}\0", 15),
+       {},
+       400,
+       "invalid_json",
+       "NUL"},
+      {"an array",
+       "POST",
+       "/run",
+       key,
+       "[]",
+       {},
+       400,
+       "invalid_request",
+       "object"},
+      {"a string",
+       "POST",
+       "/run",
+       key,
+       R"j("print(1)")j",
+       {},
+       400,
+       "invalid_request",
+       "object"},
+      {"no script",
+       "POST",
+       "/run",
+       key,
+       "{}",
+       {},
+       400,
+       "invalid_request",
+       "script is required"},
+      {"empty script",
+       "POST",
+       "/run",
+       key,
+       R"({"script":""})",
+       {},
+       400,
+       "invalid_request",
+       "script must not be empty"},
+      {"script not a string",
+       "POST",
+       "/run",
+       key,
+       R"({"script":42})",
+       {},
+       400,
+       "invalid_request",
+       "script must be a string"},
+      {"unknown field",
+       "POST",
+       "/run",
+       key,
+       R"({"script":"1","scirpt":"1"})",
+       {},
+       400,
+       "invalid_request",
+       "scirpt"},
+      {"stdin not a string",
+       "POST",
+       "/run",
+       key,
+       R"({"script":"1","stdin":5})",
+       {},
+       400,
+       "invalid_request",
+       "stdin must be a string"},
+      {"bad language",
+       "POST",
+       "/run",
+       key,
+       R"({"script":"1","language":"ruby"})",
+       {},
+       400,
+       "invalid_request",
+       "language"},
+      {"language not a string",
+       "POST",
+       "/run",
+       key,
+       R"({"script":"1","language":3})",
+       {},
+       400,
+       "invalid_request",
+       "language must be a string"},
+      // Every bad limit names its field.
+      {"limit 0",
+       "POST",
+       "/run",
+       key,
+       RunBody(R"({"wall_ms":0})"),
+       {},
+       400,
+       "invalid_request",
+       v + "wall_ms"},
+      {"limit negative",
+       "POST",
+       "/run",
+       key,
+       RunBody(R"({"cpu_ms":-1})"),
+       {},
+       400,
+       "invalid_request",
+       v + "cpu_ms"},
+      {"limit 1.5",
+       "POST",
+       "/run",
+       key,
+       RunBody(R"({"memory_mb":1.5})"),
+       {},
+       400,
+       "invalid_request",
+       v + "memory_mb"},
+      {"limit 1e3",
+       "POST",
+       "/run",
+       key,
+       RunBody(R"({"output_bytes":1e3})"),
+       {},
+       400,
+       "invalid_request",
+       v + "output_bytes"},
+      {"limit \"100\"",
+       "POST",
+       "/run",
+       key,
+       RunBody(R"({"processes":"100"})"),
+       {},
+       400,
+       "invalid_request",
+       v + "processes"},
+      {"limit true",
+       "POST",
+       "/run",
+       key,
+       RunBody(R"({"wall_ms":true})"),
+       {},
+       400,
+       "invalid_request",
+       v + "wall_ms"},
+      {"limit null",
+       "POST",
+       "/run",
+       key,
+       RunBody(R"({"wall_ms":null})"),
+       {},
+       400,
+       "invalid_request",
+       v + "wall_ms"},
+      {"limit above 2^63",
+       "POST",
+       "/run",
+       key,
+       RunBody(R"({"wall_ms":99999999999999999999})"),
+       {},
+       400,
+       "invalid_request",
+       v + "wall_ms"},
+      {"limit above the plan",
+       "POST",
+       "/run",
+       key,
+       RunBody(R"({"wall_ms":600000})"),
+       {},
+       400,
+       "invalid_request",
+       v + "wall_ms: 600000 is above the maximum 30000 of plan starter"},
+      {"memory above the plan",
+       "POST",
+       "/run",
+       key,
+       RunBody(R"({"memory_mb":100000})"),
+       {},
+       400,
+       "invalid_request",
+       v + "memory_mb"},
+      {"unknown limit name",
+       "POST",
+       "/run",
+       key,
+       RunBody(R"({"gpu":1})"),
+       {},
+       400,
+       "invalid_request",
+       "gpu"},
+      {"limits not an object",
+       "POST",
+       "/run",
+       key,
+       RunBody("[]"),
+       {},
+       400,
+       "invalid_request",
+       "limits must be an object"},
+      // Query, headers and URL.
+      {"?wait=maybe",
+       "POST",
+       "/run?wait=maybe",
+       key,
+       kPrint1,
+       {},
+       400,
+       "invalid_request",
+       "wait"},
+      {"?encoding=hex",
+       "GET",
+       "/result/" + bob_exec + "?encoding=hex",
+       key,
+       "",
+       {},
+       400,
+       "invalid_request",
+       "encoding"},
+      {"URL above 8 KiB",
+       "GET",
+       "/" + std::string(10'000, 'a'),
+       key,
+       "",
+       {},
+       414,
+       "invalid_request",
+       "URI"},
+      {"200 header lines", "GET", "/me", key, "", flood, 431, "invalid_request",
+       "header"},
+      {"Idempotency-Key above 255 characters",
+       "POST",
+       "/run",
+       key,
+       kPrint1,
+       {{"Idempotency-Key", std::string(256, 'k')}},
+       400,
+       "invalid_request",
+       "Idempotency-Key"},
+      {"Idempotency-Key reused for another body", "POST", "/run", key,
+       R"j({"script":"print(2)"})j", idem, 422, "idempotency_key_reused",
+       "different request"},
+      // Other users' ids answer exactly as unknown ones.
+      {"another user's result",
+       "GET",
+       "/result/" + bob_exec,
+       key,
+       "",
+       {},
+       404,
+       "not_found",
+       ""},
+      {"another user's status",
+       "GET",
+       "/status/" + bob_exec,
+       key,
+       "",
+       {},
+       404,
+       "not_found",
+       ""},
+      {"an unknown execution",
+       "GET",
+       "/status/exec_unknown",
+       key,
+       "",
+       {},
+       404,
+       "not_found",
+       ""},
+      {"another user's key",
+       "DELETE",
+       "/apikey/" + bob_key_id,
+       key,
+       "",
+       {},
+       404,
+       "not_found",
+       ""},
+      // Keys.
+      {"key name empty after trimming",
+       "POST",
+       "/apikey",
+       key,
+       R"({"name":"   "})",
+       {},
+       400,
+       "invalid_request",
+       "name"},
+      {"key name not a string",
+       "POST",
+       "/apikey",
+       key,
+       R"({"name":7})",
+       {},
+       400,
+       "invalid_request",
+       "name must be a string"},
+      // Quota comes last.
+      {"bad body + quota used up: 400 first",
+       "POST",
+       "/run",
+       spent,
+       RunBody(R"({"wall_ms":0})"),
+       {},
+       400,
+       "invalid_request",
+       v + "wall_ms",
+       "",
+       "",
+       "",
+       spent},
+      {"quota used up",
+       "POST",
+       "/run",
+       spent,
+       kPrint1,
+       {},
+       429,
+       "quota_exceeded",
+       "quota",
+       "",
+       "retry-after",
+       "*",
+       spent},
+  };
+  REQUIRE(rows.size() >= 30);
+
+  for (const Row& row : rows) {
+    CAPTURE(row.name);
+    std::string usage_key = row.usage_key.empty() ? key : row.usage_key;
+    int64_t before = UsageOf(port, usage_key);
+    HttpReply reply = row.raw.empty() ? Http(port, row.method, row.path,
+                                             row.key, row.body, row.headers)
+                                      : RawHttp(port, row.raw);
+    std::string detail = CheckProblem(reply, row.status, row.code);
+    CHECK_MESSAGE(detail.find(row.detail_part) != std::string::npos, detail);
+    if (!row.want_header.empty()) {
+      std::string value = reply.Header(row.want_header);
+      if (row.want_value == "*") {
+        CHECK(!value.empty());
+      } else {
+        CHECK(value == row.want_value);
+      }
+    }
+    CHECK(UsageOf(port, usage_key) == before);
+  }
+
+  // The run of the first row was queued or running, as its problem says.
+  HttpReply early = Http(port, "GET", "/result/" + slow_id, key);
+  if (early.status == 409) {
+    std::string state = Str(Json(early.body), "execution_status");
+    CHECK((state == "queued" || state == "running"));
+  }
+}
+
+TEST_CASE("not_finished carries the run's state in execution_status") {
+  TempDir dir;
+  std::string key = CreateUser(dir.path(), "starter");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  HttpReply run = Http(
+      server.port(), "POST", "/run", key,
+      R"j({"script":"import time\ntime.sleep(60)","limits":{"wall_ms":8000}})j");
+  REQUIRE(run.status == 202);
+  std::string id = Str(Json(run.body), "execution_id");
+  HttpReply early = Http(server.port(), "GET", "/result/" + id, key);
+  CheckProblem(early, 409, "not_finished");
+  std::string state = Str(Json(early.body), "execution_status");
+  CHECK((state == "queued" || state == "running"));
+}
+
+TEST_CASE("the Authorization scheme is case-insensitive (RFC 7235)") {
+  TempDir dir;
+  std::string key = CreateUser(dir.path(), "starter");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  HttpReply me = Http(server.port(), "GET", "/me", "", "",
+                      {{"Authorization", "bearer " + key}});
+  CHECK(me.status == 200);
+}
+
+// ---- Keys ---------------------------------------------------------------
+
+TEST_CASE("a bad checksum is refused before any lookup") {
+  TempDir dir;
+  std::string key = CreateUser(dir.path(), "starter");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  // An unknown but well-formed key reaches the lookup; a broken checksum
+  // never does, and says so.
+  std::string detail =
+      CheckProblem(Http(server.port(), "GET", "/me", BreakChecksum(key)), 401,
+                   "invalid_token");
+  CHECK(detail.find("checksum") != std::string::npos);
+  CHECK(detail.find("unknown key") == std::string::npos);
+}
+
+TEST_CASE("listings show the key's hint, never its secret") {
+  TempDir dir;
+  std::string key = CreateUser(dir.path(), "starter");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  HttpReply created =
+      Http(server.port(), "POST", "/apikey", key, R"({"name":"ci"})");
+  REQUIRE(created.status == 201);
+  std::string second = Str(Json(created.body), "api_key");
+  CHECK(Str(Json(created.body), "hint") ==
+        "dex_live_\u2026" + second.substr(second.size() - 4));
+  HttpReply list = Http(server.port(), "GET", "/apikey", key);
+  REQUIRE(list.status == 200);
+  CHECK(list.body.find(key) == std::string::npos);
+  CHECK(list.body.find(second) == std::string::npos);
+  rapidjson::Document doc = Json(list.body);
+  REQUIRE(doc["keys"].Size() == 2);
+  CHECK(Str(doc["keys"][0], "hint") ==
+        "dex_live_\u2026" + second.substr(second.size() - 4));
+  CHECK(Str(doc["keys"][1], "hint") ==
+        "dex_live_\u2026" + key.substr(key.size() - 4));
+}
+
+TEST_CASE("last_used_at is coalesced: repeated use within a minute") {
+  TempDir dir;
+  std::string key = CreateUser(dir.path(), "starter");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  std::string first =
+      Str(Json(Http(server.port(), "GET", "/apikey", key).body)["keys"][0],
+          "last_used_at");
+  // Whole seconds: even across a second boundary the stored time stays.
+  for (int i = 0; i < 5; ++i) {
+    REQUIRE(Http(server.port(), "GET", "/me", key).status == 200);
+  }
+  std::string later =
+      Str(Json(Http(server.port(), "GET", "/apikey", key).body)["keys"][0],
+          "last_used_at");
+  CHECK(later == first);
+}
+
+TEST_CASE("a key may disable itself") {
+  TempDir dir;
+  std::string key = CreateUser(dir.path(), "starter");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  int port = server.port();
+  HttpReply created = Http(port, "POST", "/apikey", key, R"({"name":"b"})");
+  REQUIRE(created.status == 201);
+  std::string other = Str(Json(created.body), "api_key");
+  std::string other_id = Str(Json(created.body), "id");
+  HttpReply self = Http(port, "DELETE", "/apikey/" + other_id, other);
+  REQUIRE(self.status == 200);
+  CHECK(Str(Json(self.body), "status") == "disabled");
+  CheckProblem(Http(port, "GET", "/me", other), 401, "key_disabled");
+  // Idempotent, asked by the key still active.
+  HttpReply again = Http(port, "DELETE", "/apikey/" + other_id, key);
+  CHECK(again.status == 200);
+  CHECK(Str(Json(again.body), "status") == "disabled");
+}
+
+TEST_CASE("the last active key: 409, then create another and delete works") {
+  TempDir dir;
+  std::string key = CreateUser(dir.path(), "starter");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  int port = server.port();
+  std::string id =
+      Str(Json(Http(port, "GET", "/apikey", key).body)["keys"][0], "id");
+  std::string detail = CheckProblem(Http(port, "DELETE", "/apikey/" + id, key),
+                                    409, "last_active_key");
+  CHECK(detail.find("create another") != std::string::npos);
+  CHECK(Http(port, "GET", "/me", key).status == 200);
+  HttpReply created = Http(port, "POST", "/apikey", key, R"({"name":"new"})");
+  REQUIRE(created.status == 201);
+  CHECK(Http(port, "DELETE", "/apikey/" + id, key).status == 200);
+  CheckProblem(Http(port, "GET", "/me", key), 401, "key_disabled");
+  CHECK(Http(port, "GET", "/me", Str(Json(created.body), "api_key")).status ==
+        200);
+}
+
+TEST_CASE("key names are 1 to 100 characters after trimming, over HTTP") {
+  TempDir dir;
+  std::string key = CreateUser(dir.path(), "starter");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  int port = server.port();
+  auto create = [&](const std::string& json_name) {
+    return Http(port, "POST", "/apikey", key, "{\"name\":" + json_name + "}");
+  };
+  std::string e_acute_100;
+  for (int i = 0; i < 100; ++i) e_acute_100 += "\xc3\xa9";
+
+  HttpReply padded = create(R"("  ci  ")");
+  REQUIRE(padded.status == 201);
+  CHECK(Str(Json(padded.body), "name") == "ci");
+  CHECK(create("\"" + std::string(100, 'a') + "\"").status == 201);
+  CHECK(create("\"  " + std::string(100, 'a') + "  \"").status == 201);
+  CHECK(create("\"" + e_acute_100 + "\"").status == 201);
+
+  for (const std::string& bad :
+       {std::string(R"("")"), std::string(R"("   ")"), std::string(R"("\t\n")"),
+        "\"" + std::string(101, 'a') + "\"", "\"" + e_acute_100 + "x\"",
+        std::string(R"("a\u0001b")")}) {
+    CAPTURE(bad);
+    std::string detail = CheckProblem(create(bad), 400, "invalid_request");
+    CHECK(detail.find("name") != std::string::npos);
+  }
+  CheckProblem(Http(port, "POST", "/apikey", key, "{}"), 400,
+               "invalid_request");
+  // Five created above plus the first.
+  CHECK(Json(Http(port, "GET", "/apikey", key).body)["keys"].Size() == 5);
+}
+
+// ---- Quota --------------------------------------------------------------
+
+TEST_CASE("/me and /run carry X-RateLimit-* for the month") {
+  TempDir dir;
+  SetPlan(dir.path(), {"three", "--quota", "3"});
+  std::string key = CreateUser(dir.path(), "three");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  HttpReply me = Http(server.port(), "GET", "/me", key);
+  REQUIRE(me.status == 200);
+  rapidjson::Document doc = Json(me.body);
+  CHECK(me.Header("x-ratelimit-limit") == "3");
+  CHECK(me.Header("x-ratelimit-remaining") == "3");
+  CHECK(me.Header("x-ratelimit-used") == "0");
+  HttpReply run = Http(server.port(), "POST", "/run", key, kPrint1);
+  REQUIRE(run.status == 202);
+  CHECK(run.Header("x-ratelimit-limit") == "3");
+  CHECK(run.Header("x-ratelimit-remaining") == "2");
+  CHECK(run.Header("x-ratelimit-used") == "1");
+  // The reset is the period's end, in epoch seconds.
+  std::string end = Str(doc, "period_end");
+  struct tm tm = {};
+  REQUIRE(strptime(end.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm) != nullptr);
+  CHECK(run.Header("x-ratelimit-reset") == std::to_string(timegm(&tm)));
+  CHECK(me.Header("x-ratelimit-reset") == std::to_string(timegm(&tm)));
+}
+
+TEST_CASE("429 quota_exceeded: Retry-After is the seconds to the period end") {
+  TempDir dir;
+  SetPlan(dir.path(), {"one", "--quota", "1"});
+  std::string key = CreateUser(dir.path(), "one");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  REQUIRE(Http(server.port(), "POST", "/run", key, kPrint1).status == 202);
+  HttpReply over = Http(server.port(), "POST", "/run", key, kPrint1);
+  CheckProblem(over, 429, "quota_exceeded");
+  CHECK(over.Header("x-ratelimit-limit") == "1");
+  CHECK(over.Header("x-ratelimit-remaining") == "0");
+  CHECK(over.Header("x-ratelimit-used") == "1");
+  int64_t reset = std::stoll(over.Header("x-ratelimit-reset"));
+  int64_t retry = std::stoll(over.Header("retry-after"));
+  int64_t expected = reset - static_cast<int64_t>(time(nullptr));
+  // Liveness bound only: the answer left the server a moment ago.
+  CHECK(retry >= expected - 5);
+  CHECK(retry <= expected + 1);
+  CHECK(UsageOf(server.port(), key) == 1);
+}
+
+TEST_CASE("402 subscription_inactive when the effective plan allows nothing") {
+  TempDir dir;
+  std::string user_id;
+  std::string key = CreateUser(dir.path(), "starter", &user_id);
+  SetPlan(dir.path(), {"free", "--quota", "0"});
+  UpdateUser(dir.path(), user_id, "canceled");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  HttpReply me = Http(server.port(), "GET", "/me", key);
+  REQUIRE(me.status == 200);
+  CHECK(Str(Json(me.body), "effective_plan") == "free");
+  CHECK(Int(Json(me.body), "effective_quota_monthly") == 0);
+  std::string detail =
+      CheckProblem(Http(server.port(), "POST", "/run", key, kPrint1), 402,
+                   "subscription_inactive");
+  CHECK(detail.find("free") != std::string::npos);
+  CHECK(UsageOf(server.port(), key) == 0);
+}
+
+// Finds the server's dex-spawner: a child process of the server.
+pid_t FindSpawner(pid_t server_pid) {
+  std::string task_dir = "/proc/" + std::to_string(server_pid) + "/task";
+  for (const auto& task : std::filesystem::directory_iterator(task_dir)) {
+    std::ifstream children(task.path() / "children");
+    pid_t child;
+    while (children >> child) {
+      std::ifstream comm("/proc/" + std::to_string(child) + "/comm");
+      std::string name;
+      std::getline(comm, name);
+      if (name == "dex-spawner") return child;
+    }
+  }
+  return -1;
+}
+
+TEST_CASE("a run dex fails to execute is failed, sandbox_error, refunded") {
+  TempDir dir;
+  std::string key = CreateUser(dir.path(), "starter");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  pid_t spawner = FindSpawner(server.pid());
+  REQUIRE(spawner > 0);
+  // Only the spawner this test's own server started.
+  REQUIRE(kill(spawner, SIGKILL) == 0);
+
+  HttpReply run = Http(server.port(), "POST", "/run?wait=true", key, kPrint1);
+  REQUIRE(run.status == 200);
+  rapidjson::Document doc = Json(run.body);
+  CHECK(Str(doc, "status") == "failed");
+  CHECK(Str(doc, "reason") == "sandbox_error");
+  CHECK(doc["exit_code"].IsNull());
+  CHECK(doc["signal"].IsNull());
+  CHECK(Str(doc, "stdout") == "");
+  CHECK(Str(doc, "stderr") == "");
+  CHECK(!Str(doc, "detail").empty());
+  CHECK(UsageOf(server.port(), key) == 0);
+  // The server itself still answers.
+  CHECK(Http(server.port(), "GET", "/me", key).status == 200);
+}
+
+TEST_CASE("64 concurrent runs with 10 units left: exactly 10 admitted") {
+  TempDir dir;
+  SetPlan(dir.path(), {"ten", "--quota", "10"});
+  std::string key = CreateUser(dir.path(), "ten");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  constexpr int kClients = 64;
+  std::vector<HttpReply> replies(kClients);
+  std::vector<std::thread> threads;
+  std::atomic<bool> go{false};
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] {
+      while (!go) std::this_thread::yield();
+      replies[i] = Http(server.port(), "POST", "/run", key, kPrint1);
+    });
+  }
+  go = true;
+  for (auto& t : threads) t.join();
+  int admitted = 0, refused = 0;
+  for (const HttpReply& r : replies) {
+    if (r.status == 202) {
+      ++admitted;
+    } else {
+      CheckProblem(r, 429, "quota_exceeded");
+      ++refused;
+    }
+  }
+  CHECK(admitted == 10);
+  CHECK(refused == kClients - 10);
+  CHECK(UsageOf(server.port(), key) == 10);
+}
+
+TEST_CASE("64 stalled connections leave GET /me answered within a second") {
+  TempDir dir;
+  std::string key = CreateUser(dir.path(), "starter");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  std::vector<std::unique_ptr<RawConnection>> stalled;
+  for (int i = 0; i < 64; ++i) {
+    stalled.push_back(std::make_unique<RawConnection>(server.port()));
+    stalled.back()->Send("GET /me HTT");
+  }
+  auto start = SteadyClock::now();
+  HttpReply me = Http(server.port(), "GET", "/me", key);
+  auto took = SteadyClock::now() - start;
+  CHECK(me.status == 200);
+  // A liveness bound, measured once.
+  CHECK(took < std::chrono::seconds(1));
+}
+
+// ---- Idempotency-Key ----------------------------------------------------
+
+TEST_CASE("a replay of an unfinished run returns it and charges nothing") {
+  TempDir dir;
+  std::string key = CreateUser(dir.path(), "starter");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  std::map<std::string, std::string> idem = {{"Idempotency-Key", "slow-1"}};
+  const std::string body =
+      R"j({"script":"import time\ntime.sleep(60)","limits":{"wall_ms":8000}})j";
+  HttpReply first = Http(server.port(), "POST", "/run", key, body, idem);
+  REQUIRE(first.status == 202);
+  CHECK(first.Header("idempotent-replayed").empty());
+  HttpReply again = Http(server.port(), "POST", "/run", key, body, idem);
+  REQUIRE(again.status == 202);
+  CHECK(again.Header("idempotent-replayed") == "true");
+  std::string id = Str(Json(first.body), "execution_id");
+  CHECK(Str(Json(again.body), "execution_id") == id);
+  CHECK(again.Header("location") == "/status/" + id);
+  CHECK(UsageOf(server.port(), key) == 1);
+}
+
+TEST_CASE("a replay of a finished run returns its result, charges nothing") {
+  TempDir dir;
+  std::string key = CreateUser(dir.path(), "starter");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  std::map<std::string, std::string> idem = {{"Idempotency-Key", "done-1"}};
+  HttpReply first =
+      Http(server.port(), "POST", "/run?wait=true", key, kPrint1, idem);
+  REQUIRE(first.status == 200);
+  HttpReply again =
+      Http(server.port(), "POST", "/run?wait=true", key, kPrint1, idem);
+  REQUIRE(again.status == 200);
+  CHECK(again.Header("idempotent-replayed") == "true");
+  rapidjson::Document doc = Json(again.body);
+  CHECK(Str(doc, "execution_id") == Str(Json(first.body), "execution_id"));
+  CHECK(Str(doc, "stdout") == "1\n");
+  CHECK(UsageOf(server.port(), key) == 1);
+}
+
+TEST_CASE("a replay still charges nothing when the quota is used up") {
+  TempDir dir;
+  SetPlan(dir.path(), {"one", "--quota", "1"});
+  std::string key = CreateUser(dir.path(), "one");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  std::map<std::string, std::string> idem = {{"Idempotency-Key", "q-1"}};
+  HttpReply first = Http(server.port(), "POST", "/run", key, kPrint1, idem);
+  REQUIRE(first.status == 202);
+  HttpReply again = Http(server.port(), "POST", "/run", key, kPrint1, idem);
+  CHECK(again.status == 202);
+  CHECK(again.Header("idempotent-replayed") == "true");
+  CHECK(UsageOf(server.port(), key) == 1);
+}
+
+TEST_CASE("the same Idempotency-Key with another query answers 422") {
+  TempDir dir;
+  std::string key = CreateUser(dir.path(), "starter");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  std::map<std::string, std::string> idem = {{"Idempotency-Key", "query-1"}};
+  REQUIRE(Http(server.port(), "POST", "/run", key, kPrint1, idem).status ==
+          202);
+  CheckProblem(
+      Http(server.port(), "POST", "/run?wait=true", key, kPrint1, idem), 422,
+      "idempotency_key_reused");
+  CHECK(UsageOf(server.port(), key) == 1);
+}
+
+TEST_CASE("a replay while the first ?wait=true is held answers 409") {
+  TempDir dir;
+  std::string key = CreateUser(dir.path(), "starter");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  int port = server.port();
+  std::map<std::string, std::string> idem = {{"Idempotency-Key", "held-1"}};
+  // The run takes 6 s, so the first answer is held that long.
+  const std::string body =
+      R"j({"script":"import time\ntime.sleep(6)","limits":{"wall_ms":20000}})j";
+  HttpReply first;
+  std::thread holder(
+      [&] { first = Http(port, "POST", "/run?wait=true", key, body, idem); });
+  // The charge commits before the hold starts.
+  auto deadline = SteadyClock::now() + std::chrono::seconds(5);
+  while (UsageOf(port, key) == 0 && SteadyClock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  HttpReply during = Http(port, "POST", "/run?wait=true", key, body, idem);
+  holder.join();
+  CheckProblem(during, 409, "idempotency_in_progress");
+  REQUIRE(first.status == 200);
+  CHECK(Str(Json(first.body), "status") == "completed");
+  HttpReply after = Http(port, "POST", "/run?wait=true", key, body, idem);
+  CHECK(after.status == 200);
+  CHECK(after.Header("idempotent-replayed") == "true");
+  CHECK(Str(Json(after.body), "execution_id") ==
+        Str(Json(first.body), "execution_id"));
+  CHECK(UsageOf(port, key) == 1);
+}
+
+TEST_CASE("Idempotency-Keys are scoped to the user") {
+  TempDir dir;
+  std::string alice = CreateUser(dir.path(), "starter");
+  std::string bob = CreateUser(dir.path(), "starter");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  std::map<std::string, std::string> idem = {{"Idempotency-Key", "shared"}};
+  HttpReply a = Http(server.port(), "POST", "/run", alice, kPrint1, idem);
+  REQUIRE(a.status == 202);
+  // Another body under the same key: Bob's own first use, not a reuse.
+  HttpReply b = Http(server.port(), "POST", "/run", bob,
+                     R"j({"script":"print(2)"})j", idem);
+  REQUIRE(b.status == 202);
+  CHECK(b.Header("idempotent-replayed").empty());
+  CHECK(Str(Json(b.body), "execution_id") != Str(Json(a.body), "execution_id"));
+  CHECK(UsageOf(server.port(), alice) == 1);
+  CHECK(UsageOf(server.port(), bob) == 1);
+}
+
+}  // namespace
+}  // namespace dex::test
