@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <mutex>
 #include <utility>
+#include <vector>
 
 #include "libdex/spawn_protocol.h"
 
@@ -158,7 +159,29 @@ class SpawnerProcess {
   UniqueFd socket_;
 };
 
-Result<std::unique_ptr<SpawnerProcess>> StartSpawner(const std::string& path) {
+// The spawner's arguments: its share of SandboxOptions.
+std::vector<std::string> SpawnerArguments(const std::string& path,
+                                          const SandboxOptions& options) {
+  int warm_max = std::max(0, options.warm_pool_max);
+  int warm_min = std::clamp(options.warm_pool_min, 0, warm_max);
+  return {path,
+          "--host-id-base",
+          std::to_string(options.host_id_base),
+          "--host-id-count",
+          std::to_string(std::max<uint32_t>(1, options.host_id_count)),
+          "--python",
+          options.python_path,
+          "--warm-max",
+          std::to_string(warm_max),
+          "--warm-min",
+          std::to_string(warm_min),
+          "--warm-idle-ms",
+          std::to_string(std::max<int64_t>(0, options.warm_idle_ms))};
+}
+
+Result<std::unique_ptr<SpawnerProcess>> StartSpawner(
+    const std::vector<std::string>& arguments) {
+  const std::string& path = arguments[0];
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) {
     return Status::FromErrno("sandbox: socketpair", errno,
@@ -186,10 +209,14 @@ Result<std::unique_ptr<SpawnerProcess>> StartSpawner(const std::string& path) {
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setflags(&attr,
                            POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-  char* argv[] = {const_cast<char*>(path.c_str()), nullptr};
+  std::vector<char*> argv;
+  for (const std::string& argument : arguments) {
+    argv.push_back(const_cast<char*>(argument.c_str()));
+  }
+  argv.push_back(nullptr);
   char* envp[] = {nullptr};
   pid_t pid;
-  int rc = posix_spawn(&pid, path.c_str(), &actions, &attr, argv, envp);
+  int rc = posix_spawn(&pid, path.c_str(), &actions, &attr, argv.data(), envp);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
@@ -293,6 +320,8 @@ class SandboxImpl : public Sandbox {
 
   Result<RunOutcome> Run(const RunRequest& request) override;
   MemoryMode memory_mode() const override { return MemoryMode::kSampled; }
+  size_t warm_available() const override { return warm_available_.load(); }
+  bool warm() const override { return warm_.load(); }
 
  private:
   Status CheckRequest(const RunRequest& request) const;
@@ -305,7 +334,8 @@ class SandboxImpl : public Sandbox {
   const SandboxOptions options_;
   std::unique_ptr<SpawnerProcess> spawner_;
   std::mutex spawn_mu_;  // guards one request/reply exchange on the socket
-  std::atomic<uint32_t> next_id_pair_{0};
+  std::atomic<size_t> warm_available_{0};
+  std::atomic<bool> warm_{false};
 };
 
 Status SandboxImpl::CheckRequest(const RunRequest& request) const {
@@ -325,11 +355,7 @@ Status SandboxImpl::CheckRequest(const RunRequest& request) const {
 
 SpawnRequest SandboxImpl::MakeSpawnRequest(const RunRequest& request) {
   SpawnRequest spawn = {};
-  spawn.magic = internal::kSpawnMagic;
-  uint32_t count = std::max<uint32_t>(1, options_.host_id_count);
-  uint32_t pair = next_id_pair_.fetch_add(1) % count;
-  spawn.host_root_id = options_.host_id_base + 2 * pair;
-  spawn.host_user_id = spawn.host_root_id + 1;
+  spawn.magic = internal::kSpawnMagic;  // host ids: the spawner assigns them
   const RunLimits& limits = request.limits;
   spawn.cpu_ms = limits.cpu_ms;
   spawn.memory_kb = limits.memory_mb * 1024;
@@ -398,6 +424,8 @@ Result<UniqueFd> SandboxImpl::Spawn(const SpawnRequest& spawn, RunFds* fds) {
     return Status::Error(Category::kUnavailable,
                          "sandbox: spawner gone (no reply)");
   }
+  warm_.store(reply.warm == 1);
+  warm_available_.store(static_cast<size_t>(std::max(0, reply.warm_ready)));
   if (reply.ok != 1 || !pidfd.valid()) {
     reply.error[sizeof(reply.error) - 1] = '\0';
     return Status::Error(Category::kUnavailable,
@@ -608,7 +636,8 @@ Result<std::unique_ptr<Sandbox>> Sandbox::Open(const SandboxOptions& options) {
     return Status::Error(Category::kUnavailable,
                          "sandbox: no dex-spawner at " + path);
   }
-  Result<std::unique_ptr<SpawnerProcess>> spawner = StartSpawner(path);
+  Result<std::unique_ptr<SpawnerProcess>> spawner =
+      StartSpawner(SpawnerArguments(path, options));
   if (!spawner.ok()) return spawner.status();
   // TODO(cgroup2): use a delegated cgroup v2 subtree when one exists; these
   // machines have none, so memory is sampled by each run's init.
@@ -618,6 +647,10 @@ Result<std::unique_ptr<Sandbox>> Sandbox::Open(const SandboxOptions& options) {
   options.logger->Log(LogLevel::kInfo,
                       std::string("sandbox: memory mode ") +
                           MemoryModeName(sandbox->memory_mode()));
+  if (options.warm_pool_max > 0 && !sandbox->warm()) {
+    options.logger->Log(LogLevel::kWarn,
+                        "sandbox: warm runs unavailable, runs are cold");
+  }
   return std::unique_ptr<Sandbox>(std::move(sandbox));
 }
 

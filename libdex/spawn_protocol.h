@@ -10,6 +10,17 @@
 // with one write() (smaller than PIPE_BUF, so never interleaved).
 // Supervisor -> init (control pipe): any byte means "wall timeout, kill";
 // end of file means the supervisor is gone, kill too.
+//
+// Warm runs (see docs/readme-warm.md). The spawner keeps pre-built inits
+// whose namespaces, mounts and /proc already exist, their ids not yet
+// mapped. For a run it maps the ids, then sends:
+// - to the pre-built init, on its go socket: the SpawnRequest and, as
+//   SCM_RIGHTS, the fds in WarmInitFd order;
+// - to the zygote (an interpreter started once, `python3 -I -u`), a
+//   ZygoteRequest and the fds in ZygoteFd order.
+// On the link socket init writes one byte once the run's root is final;
+// the script process (forked by the zygote into init's namespaces) answers
+// with its pid in the run's pid namespace as an int32.
 #ifndef DEX_LIBDEX_SPAWN_PROTOCOL_H_
 #define DEX_LIBDEX_SPAWN_PROTOCOL_H_
 
@@ -30,9 +41,48 @@ enum SpawnFd {
   kSpawnFdCount,
 };
 
+// Order of the fds attached to the go message of a pre-built init.
+enum WarmInitFd {
+  kWarmScriptFd = 0,  // as kScriptFd
+  kWarmStatusFd,      // as kStatusFd
+  kWarmControlFd,     // as kControlFd
+  kWarmLinkFd,        // init's end of the link socket
+  kWarmInitFdCount,
+};
+
+// Order of the fds attached to a ZygoteRequest.
+enum ZygoteFd {
+  kZygotePidfd = 0,  // pidfd of the run's init: the namespaces to join
+  kZygoteStdinFd,
+  kZygoteStdoutFd,
+  kZygoteStderrFd,
+  kZygoteLinkFd,  // the script's end of the link socket
+  kZygoteFdCount,
+};
+
+inline constexpr uint32_t kZygoteMagic = 0x64657a31;  // "dez1"
+
+// Limits the script process sets on itself before it drops privileges.
+// Little-endian, no padding; read by the zygote's Python loader.
+struct ZygoteRequest {
+  uint32_t magic;
+  uint32_t reserved;
+  int64_t processes;        // RLIMIT_NPROC
+  int64_t cpu_seconds;      // RLIMIT_CPU soft; hard is one more
+  int64_t open_files;       // RLIMIT_NOFILE
+  int64_t file_size_bytes;  // RLIMIT_FSIZE
+};
+static_assert(sizeof(ZygoteRequest) == 40, "the loader unpacks 40 bytes");
+
+// Per-process limits of every script, warm or cold. RLIMIT_CPU is a
+// per-process backstop only; init enforces the summed limit.
+inline constexpr int64_t kScriptOpenFiles = 256;
+inline constexpr int64_t kScriptFileSizeBytes = int64_t{1} << 30;
+
 struct SpawnRequest {
   uint32_t magic;
-  uint32_t host_root_id;  // host uid/gid of the sandbox's root (init)
+  uint32_t host_root_id;  // host uid/gid of the sandbox's root (init); set
+                          // by the spawner, which owns the id range
   uint32_t host_user_id;  // host uid/gid of the sandbox's user 1000
   uint32_t reserved;
   int64_t cpu_ms;         // summed CPU limit of the run
@@ -46,6 +96,8 @@ struct SpawnRequest {
 struct SpawnReply {
   int32_t ok;  // 1: started, pidfd attached; 0: see error
   int32_t pid;
+  int32_t warm;        // 1: served by a pre-built sandbox and the zygote
+  int32_t warm_ready;  // pre-built sandboxes left in the pool
   char error[256];
 };
 

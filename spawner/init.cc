@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -38,10 +39,9 @@ constexpr uid_t kScriptId = 1000;
 // The new root is assembled on a tmpfs mounted here in the run's own mount
 // namespace; the host's /tmp is untouched.
 constexpr const char* kStage = "/tmp";
-constexpr const char* kScratchStage = "/tmp/.scratch";
 constexpr long kSampleNs = 10'000'000;  // DESIGN: at least every 10 ms
-constexpr int64_t kOpenFiles = 256;
-constexpr int64_t kFileSizeBytes = int64_t{1} << 30;  // tmpfs is the real cap
+constexpr int64_t kOpenFiles = internal::kScriptOpenFiles;
+constexpr int64_t kFileSizeBytes = internal::kScriptFileSizeBytes;
 
 // Written at build time of the environment; fixed and documented.
 char kEnvPath[] = "PATH=/usr/local/bin:/usr/bin:/bin";
@@ -51,6 +51,12 @@ char kEnvArena[] = "MALLOC_ARENA_MAX=2";
 char kEnvTmp[] = "TMPDIR=/tmp";
 char* const kEnvironment[] = {kEnvPath,  kEnvHome, kEnvLang,
                               kEnvArena, kEnvTmp,  nullptr};
+
+}  // namespace
+
+char* const* const kScriptEnvironment = kEnvironment;
+
+namespace {
 
 int64_t MonotonicNs() {
   timespec ts;
@@ -165,22 +171,11 @@ bool BindSystemDirs(SetupError* error) {
   return true;
 }
 
-bool BuildEtc(SetupError* error) {
+// /etc with what the dynamic loader and Debian's python3 read at start-up,
+// bound from the host. Needs no ids, so a pre-built sandbox does it early.
+bool MirrorEtc(SetupError* error) {
   std::string etc = std::string(kStage) + "/etc";
   if (!MakeDir(etc, 0755, error)) return false;
-  if (!MakeFile(etc + "/passwd",
-                "root:x:0:0:root:/root:/usr/sbin/nologin\n"
-                "sandbox:x:1000:1000:sandbox:/work:/usr/sbin/nologin\n",
-                error) ||
-      !MakeFile(etc + "/group", "root:x:0:\nsandbox:x:1000:\n", error) ||
-      !MakeFile(etc + "/hosts", "127.0.0.1 localhost\n::1 localhost\n",
-                error) ||
-      !MakeFile(etc + "/hostname", "sandbox\n", error) ||
-      !MakeFile(etc + "/nsswitch.conf",
-                "passwd: files\ngroup: files\nhosts: files\n", error)) {
-    return false;
-  }
-  // What the dynamic loader and Debian's python3 read at start-up.
   for (const char* name :
        {"/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives",
         "/etc/python3", "/etc/python3.11", "/etc/python3.12", "/etc/python3.13",
@@ -188,6 +183,21 @@ bool BuildEtc(SetupError* error) {
     if (!MirrorHostEntry(name, error)) return false;
   }
   return true;
+}
+
+// dex's own small /etc files.
+bool WriteEtcFiles(SetupError* error) {
+  std::string etc = std::string(kStage) + "/etc";
+  return MakeFile(etc + "/passwd",
+                  "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+                  "sandbox:x:1000:1000:sandbox:/work:/usr/sbin/nologin\n",
+                  error) &&
+         MakeFile(etc + "/group", "root:x:0:\nsandbox:x:1000:\n", error) &&
+         MakeFile(etc + "/hosts", "127.0.0.1 localhost\n::1 localhost\n",
+                  error) &&
+         MakeFile(etc + "/hostname", "sandbox\n", error) &&
+         MakeFile(etc + "/nsswitch.conf",
+                  "passwd: files\ngroup: files\nhosts: files\n", error);
 }
 
 bool BuildDev(SetupError* error) {
@@ -222,16 +232,22 @@ bool MountProc(SetupError* error) {
                  "hidepid=invisible", error);
 }
 
-// One tmpfs serves /tmp and /work, so its size caps both together.
+// Mount points of the scratch tmpfs; they need no ids.
+bool MakeScratchMountPoints(SetupError* error) {
+  return MakeDir(std::string(kStage) + "/tmp", 0755, error) &&
+         MakeDir(std::string(kStage) + "/work", 0755, error);
+}
+
+// One tmpfs serves /tmp and /work, so its size caps both together. It is
+// mounted on the stage's /tmp, its two subdirectories are bound onto /work
+// and over /tmp itself; the tmpfs root stays hidden under the latter.
 bool MountScratch(int64_t tmpfs_kb, SetupError* error) {
   std::string tmp = std::string(kStage) + "/tmp";
   std::string work = std::string(kStage) + "/work";
   std::string options = "size=" + std::to_string(tmpfs_kb) + "k,mode=0755";
-  std::string scratch_tmp = std::string(kScratchStage) + "/tmp";
-  std::string scratch_work = std::string(kScratchStage) + "/work";
-  if (!MakeDir(kScratchStage, 0700, error) || !MakeDir(tmp, 0755, error) ||
-      !MakeDir(work, 0755, error) ||
-      !MountAt("dex-scratch", kScratchStage, "tmpfs", MS_NOSUID | MS_NODEV,
+  std::string scratch_tmp = tmp + "/tmp";
+  std::string scratch_work = tmp + "/work";
+  if (!MountAt("dex-scratch", tmp, "tmpfs", MS_NOSUID | MS_NODEV,
                options.c_str(), error) ||
       !MakeDir(scratch_tmp, 01777, error) ||
       !MakeDir(scratch_work, 0755, error)) {
@@ -240,14 +256,9 @@ bool MountScratch(int64_t tmpfs_kb, SetupError* error) {
   if (chown(scratch_work.c_str(), kScriptId, kScriptId) < 0) {
     return Fail(error, "chown /work");
   }
-  if (!MountAt(scratch_tmp.c_str(), tmp, nullptr, MS_BIND, nullptr, error) ||
-      !MountAt(scratch_work.c_str(), work, nullptr, MS_BIND, nullptr, error)) {
-    return false;
-  }
-  if (umount2(kScratchStage, MNT_DETACH) < 0 || rmdir(kScratchStage) < 0) {
-    return Fail(error, "drop scratch stage");
-  }
-  return true;
+  return MountAt(scratch_work.c_str(), work, nullptr, MS_BIND, nullptr,
+                 error) &&
+         MountAt(scratch_tmp.c_str(), tmp, nullptr, MS_BIND, nullptr, error);
 }
 
 bool CopyScript(int script_fd, int64_t size, SetupError* error) {
@@ -547,15 +558,70 @@ class Watch {
   _exit(1);
 }
 
-bool BuildSandbox(const InitArgs& args, SetupError* error) {
-  const SpawnRequest& request = *args.request;
-  return BecomeNamespaceRoot(error) && MakeMountsPrivate(error) &&
-         MountStageRoot(error) && BindSystemDirs(error) && BuildEtc(error) &&
-         BuildDev(error) && MountProc(error) &&
+// The new root, still a stage under kStage. Everything here creates files,
+// so it needs the run's ids mapped (the kernel refuses inodes whose owner
+// has no mapping), which is why a pre-built sandbox does it at go-time.
+bool BuildStage(SetupError* error) {
+  return MakeMountsPrivate(error) && MountStageRoot(error) &&
+         BindSystemDirs(error) && MirrorEtc(error) && WriteEtcFiles(error) &&
+         BuildDev(error) && MountProc(error) && MakeScratchMountPoints(error);
+}
+
+// Root is pivoted and sealed last: nothing of the host stays reachable.
+bool BuildSandbox(const SpawnRequest& request, int script_fd,
+                  SetupError* error) {
+  return BecomeNamespaceRoot(error) && BuildStage(error) &&
          MountScratch(request.tmpfs_kb, error) &&
-         CopyScript(args.fds[internal::kScriptFd], request.script_bytes,
-                    error) &&
+         CopyScript(script_fd, request.script_bytes, error) &&
          PivotRoot(error) && SealRoot(error);
+}
+
+// SIGCHLD only through a signalfd; the script is reaped by Watch.
+int BlockChildSignal(int status_fd) {
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &mask, nullptr);
+  int signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (signal_fd < 0) {
+    ReportSetupFailure(status_fd, std::string("signalfd: ") + strerror(errno));
+  }
+  return signal_fd;
+}
+
+// The go message of a pre-built init. False when the spawner closed the
+// socket (the pool shrank) or sent something malformed.
+bool ReceiveGo(int go_fd, SpawnRequest* request,
+               int fds[internal::kWarmInitFdCount]) {
+  char control[CMSG_SPACE(sizeof(int) * internal::kWarmInitFdCount)];
+  iovec iov = {request, sizeof(*request)};
+  msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  ssize_t n;
+  do {
+    n = recvmsg(go_fd, &msg, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  if (n != sizeof(*request) || c == nullptr || c->cmsg_type != SCM_RIGHTS ||
+      c->cmsg_len != CMSG_LEN(sizeof(int) * internal::kWarmInitFdCount)) {
+    return false;
+  }
+  memcpy(fds, CMSG_DATA(c), sizeof(int) * internal::kWarmInitFdCount);
+  return true;
+}
+
+// The script's pid in our pid namespace, sent by the zygote's script
+// process over the link. -1 if the zygote gave up on this run.
+pid_t ReceiveScriptPid(int link_fd) {
+  int32_t pid = -1;
+  ssize_t n;
+  do {
+    n = read(link_fd, &pid, sizeof(pid));
+  } while (n < 0 && errno == EINTR);
+  return n == sizeof(pid) && pid > 1 ? pid : -1;
 }
 
 }  // namespace
@@ -569,17 +635,12 @@ void RunInit(const InitArgs& args) {
   close(args.sync_fd);
 
   SetupError error;
-  if (!BuildSandbox(args, &error)) ReportSetupFailure(status_fd, error.text);
+  if (!BuildSandbox(*args.request, args.fds[internal::kScriptFd], &error)) {
+    ReportSetupFailure(status_fd, error.text);
+  }
   close(args.fds[internal::kScriptFd]);
 
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGCHLD);
-  sigprocmask(SIG_BLOCK, &mask, nullptr);
-  int signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-  if (signal_fd < 0) {
-    ReportSetupFailure(status_fd, std::string("signalfd: ") + strerror(errno));
-  }
+  int signal_fd = BlockChildSignal(status_fd);
 
   const SpawnRequest& request = *args.request;
   ScriptPlan plan = {};
@@ -610,6 +671,41 @@ void RunInit(const InitArgs& args) {
   close(plan.stdout_fd);
   close(plan.stderr_fd);
   Watch watch(request, status_fd, args.fds[internal::kControlFd]);
+  watch.Run(script, signal_fd);
+}
+
+void RunWarmInit(int go_fd) {
+  // The namespaces (the costly part: the net namespace above all) exist
+  // already. Until the run's ids are mapped nothing can be created in
+  // them, and this process shows the spawner's ids on the host.
+  SpawnRequest request;
+  int fds[internal::kWarmInitFdCount];
+  if (!ReceiveGo(go_fd, &request, fds)) _exit(0);
+  close(go_fd);
+  int status_fd = fds[internal::kWarmStatusFd];
+  int link_fd = fds[internal::kWarmLinkFd];
+  SetupError error;
+  if (!BuildSandbox(request, fds[internal::kWarmScriptFd], &error)) {
+    ReportSetupFailure(status_fd, error.text);
+  }
+  close(fds[internal::kWarmScriptFd]);
+  int signal_fd = BlockChildSignal(status_fd);
+
+  // The root is final: the zygote may join our namespaces now.
+  char ready = 'r';
+  if (send(link_fd, &ready, 1, MSG_NOSIGNAL) != 1) {
+    ReportSetupFailure(status_fd, "link to the zygote: closed");
+  }
+  pid_t script = ReceiveScriptPid(link_fd);
+  if (script < 0) ReportSetupFailure(status_fd, "zygote: no script process");
+  close(link_fd);
+  InitMessage started = {};
+  started.kind = internal::kStarted;
+  started.mono_ns = MonotonicNs();
+  WriteMessage(status_fd, started);
+  // The script is our child once its forking parent has exited; Watch
+  // reaps it then, its exit status and CPU time included.
+  Watch watch(request, status_fd, fds[internal::kWarmControlFd]);
   watch.Run(script, signal_fd);
 }
 

@@ -17,8 +17,17 @@ struct InitArgs {
   const sock_fprog* seccomp;  // precompiled, borrowed
 };
 
+// The fixed environment of every script (and of the zygote).
+extern char* const* const kScriptEnvironment;
+
 // Runs in the child of clone(), never returns.
 [[noreturn]] void RunInit(const InitArgs& args);
+
+// A pre-built init (warm runs): runs in the child of clone() before its ids
+// are mapped and waits on `go_fd` for its run (see spawn_protocol.h), then
+// builds the root and adopts the script the zygote forks into its
+// namespaces. Exits quietly when the socket ends unused.
+[[noreturn]] void RunWarmInit(int go_fd);
 
 }  // namespace dex::spawner
 

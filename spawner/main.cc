@@ -1,10 +1,14 @@
 // dex-spawner: the single-threaded helper that starts sandboxes.
 //
 // Started by libdex with posix_spawn, the socket to the library on fd 3 and
-// nothing else open but stderr. It serves one request at a time: clone the
-// run's init into fresh namespaces, write its id maps, release it, and reply
-// with a pidfd. It reaps inits as they exit and ends when the library closes
-// the socket.
+// nothing else open but stderr; its options come as arguments (see
+// ParseOptions). It serves one request at a time and replies with the
+// run's init as a pidfd. Cold: clone the run's init into fresh namespaces,
+// write its id maps, release it. Warm (the default): take a pre-built init
+// from a bounded pool, map its ids, hand it the run, and have the zygote
+// fork a started interpreter into its namespaces (docs/readme-warm.md).
+// Between requests it refills the pool. It reaps inits as they exit and
+// ends when the library closes the socket.
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -17,9 +21,14 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,6 +36,7 @@
 #include "spawner/init.h"
 #include "spawner/seccomp_policy.h"
 #include "spawner/unique_fd.h"
+#include "spawner/zygote.h"
 
 namespace dex::spawner {
 namespace {
@@ -34,6 +44,7 @@ namespace {
 using internal::kSpawnFdCount;
 using internal::SpawnReply;
 using internal::SpawnRequest;
+using internal::ZygoteRequest;
 
 constexpr int kSocketFd = 3;
 
@@ -48,6 +59,66 @@ struct Received {
 
 std::string ErrnoText(const char* what) {
   return std::string(what) + ": " + std::strerror(errno);
+}
+
+// Set by libdex from SandboxOptions; see there for meaning and defaults.
+struct Options {
+  uint32_t host_id_base = 1'000'000'000;
+  uint32_t host_id_count = 1'000'000;
+  std::string python_path = "/usr/bin/python3";
+  int warm_pool_max = 0;  // 0: cold only
+  int warm_pool_min = 0;
+  int64_t warm_idle_ms = 2'000;
+};
+
+bool ParseOptions(int argc, char** argv, Options* options) {
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string name = argv[i];
+    char* end = nullptr;
+    long long value = std::strtoll(argv[i + 1], &end, 10);
+    bool number = end != argv[i + 1] && *end == '\0' && value >= 0;
+    if (name == "--python") {
+      options->python_path = argv[i + 1];
+    } else if (!number) {
+      return false;
+    } else if (name == "--host-id-base") {
+      options->host_id_base = static_cast<uint32_t>(value);
+    } else if (name == "--host-id-count") {
+      options->host_id_count = std::max<uint32_t>(1, value);
+    } else if (name == "--warm-max") {
+      options->warm_pool_max = static_cast<int>(std::min(value, 1024LL));
+    } else if (name == "--warm-min") {
+      options->warm_pool_min = static_cast<int>(std::min(value, 1024LL));
+    } else if (name == "--warm-idle-ms") {
+      options->warm_idle_ms = value;
+    } else {
+      return false;
+    }
+  }
+  options->warm_pool_min =
+      std::min(options->warm_pool_min, options->warm_pool_max);
+  return argc % 2 == 1;
+}
+
+int64_t MonotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+// Closes every fd from 3 up except those in `keep` (a child of the spawner
+// must hold nothing of other runs, the pool or the zygote).
+void CloseAllExcept(std::vector<int> keep) {
+  std::sort(keep.begin(), keep.end());
+  unsigned first = 3;
+  for (int fd : keep) {
+    if (fd < static_cast<int>(first)) continue;
+    if (static_cast<unsigned>(fd) > first) {
+      syscall(SYS_close_range, first, static_cast<unsigned>(fd) - 1, 0u);
+    }
+    first = static_cast<unsigned>(fd) + 1;
+  }
+  syscall(SYS_close_range, first, ~0u, 0u);
 }
 
 // One request. False at end of file or on a broken socket.
@@ -77,6 +148,28 @@ bool ReceiveRequest(Received* received) {
   }
   if (n != sizeof(SpawnRequest)) received->fds.clear();
   return true;
+}
+
+// Sends `data` with `count` fds attached. False if the peer is gone.
+bool SendWithFds(int socket, const void* data, size_t size, const int* fds,
+                 int count) {
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * count));
+  iovec iov = {const_cast<void*>(data), size};
+  msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.data();
+  msg.msg_controllen = control.size();
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * count);
+  std::memcpy(CMSG_DATA(c), fds, sizeof(int) * count);
+  ssize_t n;
+  do {
+    n = sendmsg(socket, &msg, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  return n == static_cast<ssize_t>(size);
 }
 
 void SendReply(const SpawnReply& reply, int pidfd) {
@@ -139,17 +232,33 @@ bool ValidRequest(const Received& received) {
          r.processes > 0 && r.tmpfs_kb > 0 && r.script_bytes >= 0;
 }
 
+// A pre-built init waiting for its run: namespaces, mounts and /proc exist;
+// its ids are not mapped yet, so it runs under the spawner's own ids.
+struct PooledInit {
+  pid_t pid = -1;
+  UniqueFd pidfd;
+  UniqueFd go;  // closing it unused makes the init exit
+};
+
 class Spawner {
  public:
-  Spawner(int signal_fd, const sock_fprog* seccomp)
-      : signal_fd_(signal_fd), seccomp_(seccomp) {}
+  Spawner(const Options& options, const sock_fprog* seccomp,
+          std::unique_ptr<Zygote> zygote)
+      : options_(options),
+        seccomp_(seccomp),
+        zygote_(std::move(zygote)),
+        target_(options.warm_pool_min),
+        last_request_ns_(MonotonicNs()) {}
 
   // Starts one run's init; replies to the library either way.
   void Serve(Received* received) {
+    last_request_ns_ = MonotonicNs();
     if (!ValidRequest(*received)) {
       SendReply(ErrorReply("spawner: malformed request"), -1);
       return;
     }
+    AssignIds(&received->request);
+    if (zygote_ != nullptr && ServeWarm(received)) return;
     UniqueFd pidfd;
     SpawnReply reply = {};
     std::string error;
@@ -160,10 +269,121 @@ class Spawner {
     }
     reply.ok = 1;
     reply.pid = pid;
+    reply.warm_ready = static_cast<int32_t>(pool_.size());
     SendReply(reply, pidfd.get());
   }
 
+  // Milliseconds until the pool wants attention, -1 for never. 0 means
+  // "refill now, unless a request is waiting".
+  int PoolTimeoutMs() const {
+    if (zygote_ == nullptr) return -1;
+    if (static_cast<int>(pool_.size()) < target_) return 0;
+    if (target_ <= options_.warm_pool_min) return -1;
+    int64_t due = last_request_ns_ + options_.warm_idle_ms * 1'000'000;
+    return static_cast<int>(
+        std::max<int64_t>(0, (due - MonotonicNs()) / 1'000'000 + 1));
+  }
+
+  // Called when nothing else is waiting: builds one init, or shrinks the
+  // pool by one after an idle period.
+  void TendPool() {
+    if (zygote_ == nullptr) return;
+    if (static_cast<int>(pool_.size()) < target_) {
+      PooledInit init;
+      if (BuildPooledInit(&init)) pool_.push_back(std::move(init));
+      return;
+    }
+    int64_t idle_ns = options_.warm_idle_ms * 1'000'000;
+    if (target_ > options_.warm_pool_min &&
+        MonotonicNs() - last_request_ns_ >= idle_ns) {
+      --target_;
+      last_request_ns_ = MonotonicNs();
+      while (static_cast<int>(pool_.size()) > target_) pool_.pop_front();
+    }
+  }
+
  private:
+  void AssignIds(SpawnRequest* request) {
+    uint32_t pair = next_pair_++ % options_.host_id_count;
+    request->host_root_id = options_.host_id_base + 2 * pair;
+    request->host_user_id = request->host_root_id + 1;
+  }
+
+  // A pre-built init and the zygote serve the run. False (nothing sent to
+  // the library yet) when warm runs are unavailable: the caller goes cold.
+  bool ServeWarm(Received* received) {
+    PooledInit init;
+    if (!pool_.empty()) {
+      init = std::move(pool_.front());
+      pool_.pop_front();
+    } else {
+      target_ = std::min(options_.warm_pool_max, target_ + 1);
+      if (!BuildPooledInit(&init)) return false;
+    }
+    std::string error;
+    if (!WriteIdMaps(init.pid, received->request, &error)) return false;
+    int link[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, link) < 0) {
+      return false;
+    }
+    UniqueFd init_link(link[0]), script_link(link[1]);
+    const SpawnRequest& request = received->request;
+    ZygoteRequest zygote_request = {};
+    zygote_request.magic = internal::kZygoteMagic;
+    zygote_request.processes = request.processes;
+    zygote_request.cpu_seconds = request.cpu_ms / 1000 + 2;
+    zygote_request.open_files = internal::kScriptOpenFiles;
+    zygote_request.file_size_bytes = internal::kScriptFileSizeBytes;
+    std::vector<UniqueFd>& fds = received->fds;
+    int to_zygote[internal::kZygoteFdCount] = {
+        init.pidfd.get(), fds[internal::kStdinFd].get(),
+        fds[internal::kStdoutFd].get(), fds[internal::kStderrFd].get(),
+        script_link.get()};
+    if (!zygote_->Send(zygote_request, to_zygote)) {
+      fprintf(stderr, "dex-spawner: zygote gone; runs are cold from now\n");
+      zygote_.reset();
+      pool_.clear();
+      return false;
+    }
+    int to_init[internal::kWarmInitFdCount] = {
+        fds[internal::kScriptFd].get(), fds[internal::kStatusFd].get(),
+        fds[internal::kControlFd].get(), init_link.get()};
+    if (!SendWithFds(init.go.get(), &request, sizeof(request), to_init,
+                     internal::kWarmInitFdCount)) {
+      return false;  // that init died; the zygote's fork sees end of file
+    }
+    SpawnReply reply = {};
+    reply.ok = 1;
+    reply.pid = init.pid;
+    reply.warm = 1;
+    reply.warm_ready = static_cast<int32_t>(pool_.size());
+    SendReply(reply, init.pidfd.get());
+    return true;
+  }
+
+  bool BuildPooledInit(PooledInit* init) {
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) {
+      return false;
+    }
+    UniqueFd ours(pair[0]), theirs(pair[1]);
+    int pidfd_raw = -1;
+    clone_args args = {};
+    args.flags = kNamespaces | CLONE_PIDFD;
+    args.pidfd = reinterpret_cast<uint64_t>(&pidfd_raw);
+    args.exit_signal = SIGCHLD;
+    long pid = syscall(SYS_clone3, &args, sizeof(args));
+    if (pid < 0) return false;
+    if (pid == 0) {
+      CloseAllExcept({theirs.get()});
+      RunWarmInit(theirs.Release());
+    }
+    init->pid = static_cast<pid_t>(pid);
+    init->pidfd.Reset(pidfd_raw);
+    init->go = std::move(ours);
+    return true;
+  }
+
   pid_t StartInit(Received* received, UniqueFd* pidfd, std::string* error) {
     int sync[2];
     if (pipe2(sync, O_CLOEXEC) < 0) {
@@ -199,20 +419,26 @@ class Spawner {
   }
 
   [[noreturn]] void RunChild(Received* received, int sync_fd) {
-    close(kSocketFd);
-    close(signal_fd_);
     InitArgs args = {};
     args.request = &received->request;
+    std::vector<int> keep = {sync_fd};
     for (int i = 0; i < kSpawnFdCount; ++i) {
       args.fds[i] = received->fds[i].Release();
+      keep.push_back(args.fds[i]);
     }
+    CloseAllExcept(keep);
     args.sync_fd = sync_fd;
     args.seccomp = seccomp_;
     RunInit(args);
   }
 
-  int signal_fd_;
+  const Options options_;
   const sock_fprog* seccomp_;
+  std::unique_ptr<Zygote> zygote_;  // null: cold runs only
+  std::deque<PooledInit> pool_;
+  int target_;  // pool size wanted now, warm_pool_min..warm_pool_max
+  int64_t last_request_ns_;
+  uint32_t next_pair_ = 0;
 };
 
 void ReapChildren(int signal_fd) {
@@ -223,7 +449,12 @@ void ReapChildren(int signal_fd) {
   }
 }
 
-int Main() {
+int Main(int argc, char** argv) {
+  Options options;
+  if (!ParseOptions(argc, argv, &options)) {
+    fprintf(stderr, "dex-spawner: bad arguments\n");
+    return 1;
+  }
   // Runs inherit the supplementary groups of the spawner and cannot drop
   // them inside the user namespace (setgroups is denied there).
   if (setgroups(0, nullptr) < 0) {
@@ -249,15 +480,25 @@ int Main() {
     return 1;
   }
 
-  Spawner spawner(signal_fd.get(), &seccomp);
+  // No warm runs without the zygote; a cold run needs nothing of it.
+  std::unique_ptr<Zygote> zygote;
+  if (options.warm_pool_max > 0) {
+    zygote = Zygote::Start(options.python_path, filter, &error);
+    if (zygote == nullptr) {
+      fprintf(stderr, "dex-spawner: %s; runs are cold\n", error.c_str());
+    }
+  }
+  Spawner spawner(options, &seccomp, std::move(zygote));
   Received received;
   for (;;) {
     pollfd fds[2] = {{kSocketFd, POLLIN, 0}, {signal_fd.get(), POLLIN, 0}};
-    if (poll(fds, 2, -1) < 0) {
+    int ready = poll(fds, 2, spawner.PoolTimeoutMs());
+    if (ready < 0) {
       if (errno == EINTR) continue;
       return 1;
     }
     if (fds[1].revents != 0) ReapChildren(signal_fd.get());
+    if (ready == 0) spawner.TendPool();
     if (fds[0].revents == 0) continue;
     if (!ReceiveRequest(&received)) break;
     spawner.Serve(&received);
@@ -272,4 +513,4 @@ int Main() {
 }  // namespace
 }  // namespace dex::spawner
 
-int main() { return dex::spawner::Main(); }
+int main(int argc, char** argv) { return dex::spawner::Main(argc, argv); }

@@ -456,5 +456,77 @@ TEST_CASE("a missing spawner makes Open unavailable") {
         "sandbox: no dex-spawner at /nonexistent/dex-spawner");
 }
 
+TEST_CASE("runs are warm by default") {
+  MustRun("pass\n");
+  CHECK(SharedSandbox()->warm());
+}
+
+TEST_CASE("a warm run sees what python3 -I -u main.py sees") {
+  RunOutcome outcome = MustRun(
+      "import sys, os\n"
+      "print(__name__, sys.argv, __file__, os.getcwd(), os.getppid())\n"
+      "print(sys.orig_argv[1:], sys.flags.isolated, sys.flags.safe_path)\n");
+  CHECK(outcome.stdout_data ==
+        "__main__ ['main.py'] /work/main.py /work 1\n"
+        "['-I', '-u', 'main.py'] 1 True\n");
+}
+
+TEST_CASE("a warm run's traceback shows only the script's frames") {
+  RunOutcome outcome = MustRun("def f():\n    raise ValueError('boom')\nf()\n");
+  CHECK(outcome.exit_code == 1);
+  CHECK(outcome.stderr_data ==
+        "Traceback (most recent call last):\n"
+        "  File \"/work/main.py\", line 3, in <module>\n"
+        "    f()\n"
+        "  File \"/work/main.py\", line 2, in f\n"
+        "    raise ValueError('boom')\n"
+        "ValueError: boom\n");
+}
+
+TEST_CASE("a syntax error reads as in a cold run") {
+  RunOutcome outcome = MustRun("print(\n");
+  CHECK(outcome.exit_code == 1);
+  CHECK(outcome.stderr_data.find("  File \"/work/main.py\", line 1\n") == 0);
+  CHECK(outcome.stderr_data.find("SyntaxError: '(' was never closed\n") !=
+        std::string::npos);
+}
+
+TEST_CASE("SystemExit with a message exits 1 and prints it") {
+  RunOutcome outcome = MustRun("raise SystemExit('bye')\n");
+  CHECK(outcome.exit_code == 1);
+  CHECK(outcome.stderr_data == "bye\n");
+}
+
+TEST_CASE("a warm script holds no capability and no privilege") {
+  RunOutcome outcome = MustRun(
+      "for line in open('/proc/self/status'):\n"
+      "    if line.split(':')[0] in ('CapPrm', 'CapEff', 'CapBnd', 'CapAmb',"
+      " 'NoNewPrivs', 'Seccomp', 'Uid'):\n"
+      "        print(line.split()[1])\n");
+  CHECK(outcome.stdout_data ==
+        "1000\n0000000000000000\n0000000000000000\n"
+        "000001ffffffffff\n0000000000000000\n1\n2\n");
+}
+
+TEST_CASE("random state is not shared between runs") {
+  std::string script = "import random\nprint(random.getrandbits(64))\n";
+  CHECK(MustRun(script).stdout_data != MustRun(script).stdout_data);
+}
+
+TEST_CASE("a cold-only sandbox runs without the zygote") {
+  SandboxOptions options;
+  options.host_id_base = kHostIdBase + 2 * (kHostIdCount - 100);
+  options.host_id_count = 100;
+  options.warm_pool_max = 0;
+  auto opened = Sandbox::Open(options);
+  REQUIRE_MESSAGE(opened.ok(), opened.status().ToString());
+  RunRequest request;
+  request.script = "import sys\nprint(sys.argv)\n";
+  Result<RunOutcome> outcome = (*opened)->Run(request);
+  REQUIRE(outcome.ok());
+  CHECK(outcome->stdout_data == "['main.py']\n");
+  CHECK_FALSE((*opened)->warm());
+}
+
 }  // namespace
 }  // namespace dex

@@ -87,6 +87,23 @@ struct SandboxOptions {
   // Extra time after the wall limit before the supervisor kills the run's
   // init outright, should init not report. Default 2000 ms.
   int64_t kill_grace_ms = 2'000;
+  // Warm sandboxes (docs/readme-warm.md): each run still gets sandboxes of
+  // its own, used once, but they are built before the request arrives and
+  // its interpreter is forked from one started in advance (a zygote), so
+  // a run skips the interpreter's ~10 ms start-up and most of the sandbox's
+  // set-up. Runs then share the zygote's str hash secret and address
+  // layout with each other (nothing else). At most this many pre-built
+  // sandboxes wait at once; 0 turns warm runs off (every run cold, nothing
+  // shared). Each waiting sandbox holds an idle process and its namespaces
+  // (~0.5 MiB). Default 8.
+  int warm_pool_max = 8;
+  // Pre-built sandboxes kept even when idle, at most warm_pool_max. The
+  // pool grows by one each time a run finds it empty. Default 1.
+  int warm_pool_min = 1;
+  // After this long without a run, the pool shrinks by one (down to
+  // warm_pool_min), and again after each further such period. Shorter
+  // frees idle processes sooner; longer keeps bursts fast. Default 2000 ms.
+  int64_t warm_idle_ms = 2'000;
   Logger* logger = NullLogger();
 };
 
@@ -104,6 +121,11 @@ class DEX_EXPORT Sandbox {
   // dex could not run it.
   virtual Result<RunOutcome> Run(const RunRequest& request) = 0;
   virtual MemoryMode memory_mode() const = 0;
+  // Pre-built sandboxes waiting, as of the last run started (0 when warm
+  // runs are off or unavailable).
+  virtual size_t warm_available() const { return 0; }
+  // Whether warm runs are on and the zygote answered at the last run.
+  virtual bool warm() const { return false; }
 };
 
 // Truncates raw bytes to at most `cap` bytes, cutting before an incomplete

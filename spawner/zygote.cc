@@ -1,0 +1,258 @@
+#include "spawner/zygote.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "spawner/init.h"
+
+namespace dex::spawner {
+namespace {
+
+using internal::kZygoteFdCount;
+using internal::ZygoteRequest;
+
+// How long the interpreter may take to start before warm runs are given up.
+constexpr int kStartTimeoutMs = 10'000;
+
+// The loader, run as `python3 -I -u -c SOURCE` (so `-I` and `-u` hold as in
+// a cold run). Three roles, one after the other:
+// - the zygote: waits for requests; for each, enters the run's pid
+//   namespace just long enough to fork;
+// - the fork's child: waits until the run's init has finished the new
+//   root, joins the run's other namespaces, forks the script process, and
+//   exits so that the run's init adopts it;
+// - the script process: the steps of a cold run between fork and exec,
+//   in the same order (rlimits, setsid, ids, stdio, fds, no_new_privs,
+//   seccomp last), then runs /work/main.py as `python3 -I -u main.py`
+//   would: same argv, `__main__`, tracebacks and exit codes.
+// Any failure before the script runs ends that process with 126.
+constexpr const char kLoader[] = R"PY(
+import os, sys, signal, resource, ctypes, array, struct, _socket
+
+def zygote():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
+    libc.prctl.argtypes = (ctypes.c_int,) + (ctypes.c_ulong,) * 4
+    sock = _socket.socket(fileno=3)
+    bpf = sock.recv(1 << 20)
+    code = ctypes.create_string_buffer(bpf, len(bpf))
+    class Prog(ctypes.Structure):
+        _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+    prog = Prog(len(bpf) // 8, ctypes.addressof(code))
+    own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    sock.send(b"R")
+    space = _socket.CMSG_SPACE(FD_COUNT * 4)
+    while True:
+        msg, ancillary, _, _ = sock.recvmsg(64, space)
+        if not msg:
+            os._exit(0)
+        fds = array.array("i")
+        for level, kind, data in ancillary:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                fds.frombytes(data[:len(data) - len(data) % 4])
+        fds = fds.tolist()
+        if (len(msg) == 40 and len(fds) == FD_COUNT and
+                struct.unpack_from("<I", msg)[0] == MAGIC and
+                libc.setns(fds[0], CLONE_NEWPID) == 0):
+            try:
+                pid = os.fork()
+            except OSError:
+                pid = -1
+            if pid == 0:
+                sock.detach()
+                return libc, code, prog, fds, struct.unpack("<IIqqqq", msg)
+            libc.setns(own_pid_ns, CLONE_NEWPID)
+        for fd in fds:
+            os.close(fd)
+
+def enter(libc, fds):
+    try:
+        ready = os.read(fds[LINK], 1)
+    except OSError:
+        ready = b""
+    if ready != b"r" or libc.setns(fds[PIDFD], JOIN_NAMESPACES) != 0:
+        os._exit(1)
+    if os.fork() != 0:
+        os._exit(0)
+
+def become_script(libc, prog, fds, limits):
+    _, _, processes, cpu_seconds, open_files, file_size = limits
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.setsid()
+    for which, soft, hard in ((resource.RLIMIT_NPROC, processes, processes),
+                              (resource.RLIMIT_NOFILE, open_files, open_files),
+                              (resource.RLIMIT_FSIZE, file_size, file_size),
+                              (resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + 1),
+                              (resource.RLIMIT_CORE, 0, 0)):
+        try:
+            resource.setrlimit(which, (soft, hard))
+        except (ValueError, OSError):
+            pass
+    # Root of the run's user namespace first: leaving it for uid 1000 then
+    # clears every capability, as in a cold run.
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    os.setresgid(SCRIPT_ID, SCRIPT_ID, SCRIPT_ID)
+    os.setresuid(SCRIPT_ID, SCRIPT_ID, SCRIPT_ID)
+    if libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0:
+        raise OSError("dumpable")
+    with open("/proc/self/status", "rb") as status:
+        for line in status:
+            if line.startswith((b"CapPrm:", b"CapEff:", b"CapAmb:")):
+                if int(line.split()[1], 16) != 0:
+                    raise OSError("capabilities left")
+    os.dup2(fds[STDIN], 0)
+    os.dup2(fds[STDOUT], 1)
+    os.dup2(fds[STDERR], 2)
+    os.chdir("/work")
+    os.write(fds[LINK], struct.pack("=i", os.getpid()))
+    os.closerange(3, 1 << 20)
+    if (libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or
+            libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER,
+                       ctypes.addressof(prog), 0, 0) != 0):
+        raise OSError("seccomp")
+
+def run_main():
+    if "random" in sys.modules:
+        sys.modules["random"].seed()
+    main = type(sys)("__main__")
+    main.__file__ = "/work/main.py"
+    main.__cached__ = None
+    main.__builtins__ = sys.modules["builtins"]
+    main.__loader__ = sys.modules["_frozen_importlib_external"].SourceFileLoader(
+        "__main__", "/work/main.py")
+    sys.modules["__main__"] = main
+    sys.argv = ["main.py"]
+    sys.orig_argv = [sys.executable, "-I", "-u", "main.py"]
+    with open("/work/main.py", "rb") as script:
+        source = script.read()
+    try:
+        exec(compile(source, "/work/main.py", "exec", dont_inherit=True),
+             main.__dict__)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as error:
+        error.with_traceback(error.__traceback__.tb_next)
+        sys.excepthook(type(error), error, error.__traceback__)
+        raise SystemExit(1) from None
+
+_libc, _code, _prog, _fds, _limits = zygote()
+enter(_libc, _fds)
+try:
+    become_script(_libc, _prog, _fds, _limits)
+except BaseException:
+    os._exit(126)
+del zygote, enter, become_script, _libc, _code, _prog, _fds, _limits
+run_main()
+)PY";
+
+std::string Constants() {
+  constexpr long kJoin = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET |
+                         CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP;
+  std::string text;
+  auto add = [&text](const char* name, long value) {
+    text += std::string(name) + " = " + std::to_string(value) + "\n";
+  };
+  add("MAGIC", internal::kZygoteMagic);
+  add("FD_COUNT", kZygoteFdCount);
+  add("PIDFD", internal::kZygotePidfd);
+  add("STDIN", internal::kZygoteStdinFd);
+  add("STDOUT", internal::kZygoteStdoutFd);
+  add("STDERR", internal::kZygoteStderrFd);
+  add("LINK", internal::kZygoteLinkFd);
+  add("CLONE_NEWPID", CLONE_NEWPID);
+  add("JOIN_NAMESPACES", kJoin);
+  add("SCRIPT_ID", 1000);
+  add("PR_SET_DUMPABLE", 4);
+  add("PR_SET_NO_NEW_PRIVS", 38);
+  add("PR_SET_SECCOMP", 22);
+  add("SECCOMP_MODE_FILTER", 2);
+  return text;
+}
+
+}  // namespace
+
+std::string ZygoteLoaderSource() { return Constants() + kLoader; }
+
+std::unique_ptr<Zygote> Zygote::Start(const std::string& python_path,
+                                      const std::vector<sock_filter>& filter,
+                                      std::string* error) {
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) {
+    *error = std::string("zygote: socketpair: ") + strerror(errno);
+    return nullptr;
+  }
+  UniqueFd ours(pair[0]), theirs(pair[1]);
+  std::string source = ZygoteLoaderSource();
+  char* argv[] = {const_cast<char*>(python_path.c_str()),
+                  const_cast<char*>("-I"),
+                  const_cast<char*>("-u"),
+                  const_cast<char*>("-c"),
+                  source.data(),
+                  nullptr};
+  // The spawner is single-threaded: fork is safe, and the child only
+  // rearranges fds before exec.
+  pid_t pid = fork();
+  if (pid < 0) {
+    *error = std::string("zygote: fork: ") + strerror(errno);
+    return nullptr;
+  }
+  if (pid == 0) {
+    int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(null_fd, 1) < 0 ||
+        dup2(theirs.get(), 3) < 0) {
+      _exit(127);
+    }
+    syscall(SYS_close_range, 4u, ~0u, 0u);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execve(argv[0], argv, kScriptEnvironment);
+    _exit(127);
+  }
+  theirs.Reset();
+  auto zygote = std::unique_ptr<Zygote>(new Zygote(pid, std::move(ours)));
+  size_t bytes = filter.size() * sizeof(sock_filter);
+  char ready = 0;
+  pollfd p = {zygote->socket_.get(), POLLIN, 0};
+  if (send(zygote->socket_.get(), filter.data(), bytes, MSG_NOSIGNAL) !=
+          static_cast<ssize_t>(bytes) ||
+      poll(&p, 1, kStartTimeoutMs) != 1 ||
+      recv(zygote->socket_.get(), &ready, 1, 0) != 1 || ready != 'R') {
+    *error = "zygote: did not start";
+    kill(pid, SIGKILL);
+    return nullptr;
+  }
+  return zygote;
+}
+
+bool Zygote::Send(const ZygoteRequest& request, const int fds[kZygoteFdCount]) {
+  char control[CMSG_SPACE(sizeof(int) * kZygoteFdCount)] = {};
+  iovec iov = {const_cast<ZygoteRequest*>(&request), sizeof(request)};
+  msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * kZygoteFdCount);
+  std::memcpy(CMSG_DATA(c), fds, sizeof(int) * kZygoteFdCount);
+  ssize_t n;
+  do {
+    n = sendmsg(socket_.get(), &msg, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  return n == sizeof(request);
+}
+
+}  // namespace dex::spawner
