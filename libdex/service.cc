@@ -1,5 +1,9 @@
 #include "dex/service.h"
 
+#include <algorithm>
+#include <chrono>
+#include <mutex>
+
 namespace dex {
 namespace {
 
@@ -25,6 +29,46 @@ Result<int64_t> PickLimit(const char* field,
   return *asked;
 }
 
+static_assert(static_cast<size_t>(Reason::kSandboxError) + 1 ==
+              RunStats().by_reason.size());
+
+// Counts what the executor's runs came to, for Health::runs. Forwards
+// everything else to the real sandbox, which it owns.
+class CountingSandbox : public Sandbox {
+ public:
+  explicit CountingSandbox(std::unique_ptr<Sandbox> inner)
+      : inner_(std::move(inner)) {}
+
+  Result<RunOutcome> Run(const RunRequest& request) override {
+    auto start = std::chrono::steady_clock::now();
+    Result<RunOutcome> outcome = inner_->Run(request);
+    int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::steady_clock::now() - start)
+                     .count();
+    Reason reason = outcome.ok() ? outcome->reason : Reason::kSandboxError;
+    size_t bucket = std::lower_bound(kRunLatencyBoundsMs.begin(),
+                                     kRunLatencyBoundsMs.end(), ms) -
+                    kRunLatencyBoundsMs.begin();
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.by_reason[static_cast<size_t>(reason)];
+    ++stats_.latency_counts[bucket];
+    stats_.latency_sum_ms += ms;
+    return outcome;
+  }
+
+  MemoryMode memory_mode() const override { return inner_->memory_mode(); }
+
+  RunStats Stats() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_;
+  }
+
+ private:
+  std::unique_ptr<Sandbox> inner_;
+  std::mutex mu_;
+  RunStats stats_;  // guarded by mu_
+};
+
 }  // namespace
 
 struct Service::Rep {
@@ -32,7 +76,7 @@ struct Service::Rep {
   std::unique_ptr<Store> store;
   std::unique_ptr<Quota> quota;
   std::unique_ptr<Keys> keys;
-  std::unique_ptr<Sandbox> sandbox;
+  std::unique_ptr<CountingSandbox> sandbox;
   std::unique_ptr<Executor> executor;
 };
 
@@ -69,7 +113,7 @@ Result<std::unique_ptr<Service>> Service::Open(const ServiceOptions& options) {
     sandbox_options.logger = options.logger;
     auto sandbox = Sandbox::Open(sandbox_options);
     if (!sandbox.ok()) return sandbox.status();
-    rep->sandbox = std::move(*sandbox);
+    rep->sandbox = std::make_unique<CountingSandbox>(std::move(*sandbox));
 
     ExecutorOptions executor_options = options.executor;
     executor_options.clock = options.clock;
@@ -229,6 +273,9 @@ Health Service::GetHealth() {
     health.running = stats.running;
     health.workers = stats.workers;
   }
+  // TODO(warm-pool): report the pool's ready sandboxes once it exists.
+  health.warm_available = 0;
+  if (rep_->sandbox) health.runs = rep_->sandbox->Stats();
   return health;
 }
 

@@ -200,6 +200,11 @@ Result<ServeConfig> ServeConfigFromFlags(const Flags& flags) {
     if (*workers > 4096) return Usage("--workers must be at most 4096");
     config.workers = static_cast<int>(*workers);
   }
+  if (flags.Has("--metrics-listen")) {
+    DEX_RETURN_IF_ERROR(ParseListen(flags.Get("--metrics-listen", ""),
+                                    &config.metrics_host,
+                                    &config.metrics_port));
+  }
   std::string level = flags.Get("--log-level", "info");
   if (!ParseLogLevel(level, &config.log_level)) {
     return Usage("--log-level must be debug, info, warn, error or off");

@@ -207,6 +207,14 @@ bool IsJsonContentType(const std::string& value) {
   return true;
 }
 
+// True for the content codings cpp-httplib decodes (Debian builds it with
+// zlib and brotli) and for none. It would pass any other coding through
+// undecoded, so those answer 415 rather than being read as JSON.
+bool KnownContentEncoding(const std::string& value) {
+  return value.empty() || value == "identity" || value == "gzip" ||
+         value == "deflate" || value == "br";
+}
+
 // The query, canonically: sorted pairs with lengths, so no value can
 // pretend to be a separator.
 std::string CanonicalQuery(const httplib::Params& params) {
@@ -218,6 +226,17 @@ std::string CanonicalQuery(const httplib::Params& params) {
     out += fmt::format("{}:{}={}:{};", k.size(), k, v.size(), v);
   }
   return out;
+}
+
+// An HTTP method: a token of RFC 9110 §5.6.2 (short, so it may be logged
+// and echoed in a problem's detail).
+bool IsMethodToken(std::string_view method) {
+  static constexpr std::string_view kSymbols = "!#$%&'*+-.^_`|~";
+  return !method.empty() && method.size() <= 32 &&
+         std::all_of(method.begin(), method.end(), [](char c) {
+           return isalnum(static_cast<unsigned char>(c)) ||
+                  kSymbols.find(c) != std::string_view::npos;
+         });
 }
 
 bool HeadersTooLarge(const httplib::Request& req) {
@@ -282,7 +301,7 @@ struct HttpServer::Rep {
                 const httplib::ContentReader* reader);
   Body ReadBody(const httplib::Request& req, httplib::Response& res,
                 const httplib::ContentReader& reader);
-  Status Resolve(Call& call);
+  Status Resolve(Call& call, std::string_view path);
   Status Authenticate(Call& call);
   Status CheckBody(Call& call, const Body& body);
   void Fail(Call& call, const Status& status);
@@ -458,7 +477,7 @@ void HttpServer::Rep::Dispatch(const httplib::Request& req,
                                   fmt::format("more than {} header lines or "
                                               "{} bytes of headers",
                                               kMaxHeaderCount, kMaxHeaderBytes))
-                      : Resolve(call);
+                      : Resolve(call, req.path);
   if (status.ok() && call.route->needs_key) status = Authenticate(call);
   if (status.ok() && call.route->json_body) status = CheckBody(call, body);
   if (status.ok()) status = (this->*call.route->handler)(call);
@@ -494,12 +513,12 @@ Body HttpServer::Rep::ReadBody(const httplib::Request& req,
   return body;
 }
 
-Status HttpServer::Rep::Resolve(Call& call) {
+Status HttpServer::Rep::Resolve(Call& call, std::string_view path) {
   std::string method = call.req.method == "HEAD" ? "GET" : call.req.method;
   std::vector<std::string_view> allowed;
   for (const Route& route : Routes()) {
     std::string param;
-    if (!MatchPattern(route.pattern, call.req.path, &param)) continue;
+    if (!MatchPattern(route.pattern, path, &param)) continue;
     if (route.method == method) {
       call.route = &route;
       call.param = std::move(param);
@@ -547,7 +566,11 @@ Status HttpServer::Rep::CheckBody(Call& call, const Body& body) {
                                  options.max_body_bytes));
   }
   if (body.bad_encoding ||
-      !IsJsonContentType(call.req.get_header_value("Content-Type"))) {
+      !KnownContentEncoding(call.req.get_header_value("Content-Encoding"))) {
+    return ShimError("unsupported_media_type",
+                     "Content-Encoding must be identity, gzip, deflate or br");
+  }
+  if (!IsJsonContentType(call.req.get_header_value("Content-Type"))) {
     return ShimError("unsupported_media_type",
                      "send the body as Content-Type: application/json");
   }
@@ -582,10 +605,15 @@ void HttpServer::Rep::Fail(Call& call, const Status& status) {
   if (m.retry_after_s > 0) {
     res.set_header("Retry-After", std::to_string(m.retry_after_s));
   }
-  if (m.public_code == "quota_exceeded" && !call.principal.user_id.empty()) {
+  // Every answer of /me and /run to a known user carries the month's
+  // window (§2), errors included.
+  bool quota_route = call.route != nullptr && (call.route->pattern == "/run" ||
+                                               call.route->pattern == "/me");
+  if ((quota_route || m.public_code == "quota_exceeded") &&
+      !call.principal.user_id.empty()) {
     Result<UsageView> usage = service->Me(call.principal.user_id);
-    if (usage.ok()) {
-      SetRateHeaders(res, *usage);
+    if (usage.ok()) SetRateHeaders(res, *usage);
+    if (usage.ok() && m.public_code == "quota_exceeded") {
       int64_t left_ms =
           usage->period_end_ms - service->quota()->clock()->NowMs();
       res.set_header("Retry-After", std::to_string(std::max<int64_t>(
@@ -597,19 +625,24 @@ void HttpServer::Rep::Fail(Call& call, const Status& status) {
 }
 
 // cpp-httplib answers 400 for a malformed request line, a header line
-// above 8 KiB (after a valid request line), and methods no route takes.
+// above 8 KiB (after a valid request line), and methods no route takes
+// (TRACE, CONNECT, and any method it does not know, like FOO or QUERY).
 Status HttpServer::Rep::LibraryBadRequest(Call& call) {
   static constexpr std::string_view kRouted[] = {
       "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"};
   const httplib::Request& req = call.req;
   bool valid_line = (req.version == "HTTP/1.1" || req.version == "HTTP/1.0");
-  if (valid_line && (req.method == "TRACE" || req.method == "CONNECT")) {
-    return Resolve(call);
-  }
   bool routed = std::find(std::begin(kRouted), std::end(kRouted), req.method) !=
                 std::end(kRouted);
   if (valid_line && routed) {
     return ShimError("headers_too_large", "a header line is above 8 KiB");
+  }
+  if (valid_line && IsMethodToken(req.method) && !req.target.empty() &&
+      req.target[0] == '/') {
+    // cpp-httplib stops before it parses the path of a method it does not
+    // know; the target's path is enough to tell 404 from 405.
+    std::string_view target = req.target;
+    return Resolve(call, target.substr(0, target.find_first_of("?#")));
   }
   return ShimError("invalid_request", "malformed request line");
 }

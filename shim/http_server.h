@@ -15,6 +15,8 @@
 
 namespace dex::shim {
 
+class Metrics;
+
 struct HttpOptions {
   // Connections served at once; the rest wait their turn. A connection
   // that stalls holds its thread for up to read_timeout_s, so this is
@@ -41,6 +43,9 @@ struct HttpOptions {
   // `?wait=true` on POST /run waits at most the run's wall limit plus this
   // (its queue and set-up time). Default 30 s.
   int64_t wait_extra_ms = 30'000;
+  // Counts every answered request when set; borrowed, must outlive the
+  // server. Default none.
+  Metrics* metrics = nullptr;
 };
 
 // Serves the API over one Service. Start() and Stop() are called from one
@@ -79,6 +84,10 @@ struct ServeConfig {
   // Running work gets this long to finish on SIGTERM; queued work stays
   // in the store for the next start. Default 10 s.
   int64_t shutdown_grace_ms = 10'000;
+  // GET /metrics is served on this address when metrics_port >= 0
+  // (--metrics-listen); never on the API's own listener. Default off.
+  std::string metrics_host = "127.0.0.1";
+  int metrics_port = -1;
 };
 
 // Runs before the "listening on" line, once the port is bound; for the

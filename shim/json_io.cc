@@ -116,6 +116,16 @@ struct DepthGuard
   bool StartArray() { return Open(); }
   bool EndObject(rapidjson::SizeType) { return --depth, true; }
   bool EndArray(rapidjson::SizeType) { return --depth, true; }
+  // RapidJSON decodes an unpaired low surrogate escape ("\udc00") into
+  // bytes that are not UTF-8; such strings are refused like raw ones.
+  bool bad_text = false;
+  bool String(const char* s, rapidjson::SizeType n, bool) { return Text(s, n); }
+  bool Key(const char* s, rapidjson::SizeType n, bool) { return Text(s, n); }
+  bool Text(const char* s, rapidjson::SizeType n) {
+    std::string_view text(s, n);
+    bad_text = SanitizeUtf8(text) != text;
+    return !bad_text;
+  }
 };
 
 Status BadRequest(std::string message) {
@@ -352,7 +362,8 @@ Status ParseJson(std::string_view body, rapidjson::Document* doc) {
     std::string why =
         guard.too_deep
             ? fmt::format("nested deeper than {} levels", kMaxJsonDepth)
-            : rapidjson::GetParseError_En(ok.Code());
+        : guard.bad_text ? "a \\u escape is an unpaired UTF-16 surrogate"
+                         : rapidjson::GetParseError_En(ok.Code());
     return Status(Category::kInvalidArgument, "invalid_json",
                   fmt::format("request body is not valid JSON: {} (at byte "
                               "{})",

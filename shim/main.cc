@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "shim/admin.h"
+#include "shim/config.h"
 #include "shim/http_server.h"
 
 namespace dex::shim {
@@ -18,9 +19,9 @@ constexpr std::string_view kProgramHelp =
 
 Usage:
   dex-shim serve       [--data DIR] [--listen HOST:PORT] [--workers N]
-                       [--log-level LEVEL]
+                       [--log-level LEVEL] [--metrics-listen HOST:PORT]
   dex-shim quickstart  [--data DIR] [--listen HOST:PORT] [--workers N]
-                       [--log-level LEVEL]
+                       [--log-level LEVEL] [--metrics-listen HOST:PORT]
   dex-shim user create [--data DIR] --plan NAME
   dex-shim user update [--data DIR] --user ID [--plan NAME]
                        [--status active|trialing|past_due|canceled]
@@ -29,7 +30,10 @@ Usage:
                        [--max-processes N] [--max-concurrent N]
 
 --data defaults to ./dex-data and --listen to 127.0.0.1:8080. Options may
-come in any order, as "--flag value" or "--flag=value". Admin commands
+come in any order, as "--flag value" or "--flag=value". Every command also
+takes --config FILE, a JSON object of its flags without the dashes and
+with '_' for '-' ({"data": "/srv/dex", "log_level": "warn"}); flags on
+the command line override the file. Admin commands
 print JSON on stdout and work while serve runs on the same folder. Errors
 go to stderr; the exit code is 1 when a command fails and 2 when the
 command line is wrong. "dex-shim COMMAND --help" describes one command.
@@ -38,6 +42,7 @@ command line is wrong. "dex-shim COMMAND --help" describes one command.
 constexpr std::string_view kServeHelp =
     R"(Usage: dex-shim serve [--data DIR] [--listen HOST:PORT] [--workers N]
                       [--log-level debug|info|warn|error|off]
+                      [--metrics-listen HOST:PORT] [--config FILE]
 
 Serves the HTTP API over the store in DIR (default ./dex-data) on
 HOST:PORT (default 127.0.0.1:8080; port 0 picks a free port). Once it
@@ -45,8 +50,11 @@ accepts connections it prints exactly one line to stdout:
   listening on http://HOST:PORT
 and nothing else; logs (one access line per request at info) go to
 stderr. --workers sets the sandbox workers (default: one per CPU, at
-least 2). SIGTERM or SIGINT stops accepting, gives running work 10 s to
-finish, leaves queued work for the next start, and exits 0.
+least 2). --metrics-listen HOST:PORT serves Prometheus metrics at
+GET /metrics on a listener of its own (default: off); it needs no key,
+so bind it to loopback or a private address. SIGTERM or SIGINT stops
+accepting, gives running work 10 s to finish, leaves queued work for the
+next start, and exits 0.
 )";
 
 constexpr std::string_view kQuickstartHelp =
@@ -114,12 +122,12 @@ int RunServeCommand(const Flags& flags);
 const std::vector<Command>& Commands() {
   static const std::vector<Command> commands = {
       {{"serve"},
-       {"--data", "--listen", "--workers", "--log-level"},
+       {"--data", "--listen", "--workers", "--log-level", "--metrics-listen"},
        0,
        kServeHelp,
        RunServeCommand},
       {{"quickstart"},
-       {"--data", "--listen", "--workers", "--log-level"},
+       {"--data", "--listen", "--workers", "--log-level", "--metrics-listen"},
        0,
        kQuickstartHelp,
        RunQuickstart},
@@ -189,7 +197,7 @@ int ParseFlags(const Command& command, const std::vector<std::string>& args,
     }
     size_t eq = arg.find('=');
     std::string name = arg.substr(0, eq);
-    if (!Allowed(command, name)) {
+    if (!Allowed(command, name) && name != "--config") {
       return UsageError(fmt::format("unknown option {}", name));
     }
     if (flags->Has(name)) return UsageError(name + " is given twice");
@@ -235,6 +243,11 @@ int Main(const std::vector<std::string>& args) {
     int rc = ParseFlags(command, rest, &flags, &help);
     if (help) return PrintHelp(command.help);
     if (rc != kExitOk) return rc;
+    if (flags.Has("--config")) {
+      Status merged =
+          MergeConfigFile(flags.Get("--config", ""), command.options, &flags);
+      if (!merged.ok()) return UsageError(merged.message());
+    }
     return command.run(flags);
   }
   std::string_view group = GroupHelp(args[0]);

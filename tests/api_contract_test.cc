@@ -102,12 +102,13 @@ class RawConnection {
     }
   }
 
-  // Reads until the server closes the connection (liveness bound 30 s).
-  std::string ReadAll() {
+  // Reads one answer: its head, then Content-Length bytes of body (or
+  // until the server closes). Liveness bound 30 s.
+  std::string ReadAnswer() {
     std::string out;
     auto deadline = SteadyClock::now() + std::chrono::seconds(30);
     char buf[65536];
-    while (SteadyClock::now() < deadline) {
+    while (SteadyClock::now() < deadline && !Complete(out)) {
       pollfd pfd = {fd_, POLLIN, 0};
       if (poll(&pfd, 1, 1000) <= 0) continue;
       ssize_t n = read(fd_, buf, sizeof buf);
@@ -118,15 +119,25 @@ class RawConnection {
   }
 
  private:
+  static bool Complete(const std::string& text) {
+    size_t head_end = text.find("\r\n\r\n");
+    if (head_end == std::string::npos) return false;
+    std::string head = text.substr(0, head_end);
+    for (char& c : head) c = static_cast<char>(tolower(c));
+    size_t at = head.find("\r\ncontent-length:");
+    if (at == std::string::npos) return true;
+    size_t length = std::strtoul(head.c_str() + at + 17, nullptr, 10);
+    return text.size() >= head_end + 4 + length;
+  }
+
   int fd_ = -1;
 };
 
-// Sends raw bytes as one request (which must ask for Connection: close)
-// and parses the answer.
+// Sends raw bytes as one request and parses the answer.
 HttpReply RawHttp(int port, const std::string& request) {
   RawConnection conn(port);
   conn.Send(request);
-  std::string text = conn.ReadAll();
+  std::string text = conn.ReadAnswer();
   HttpReply reply;
   size_t head_end = text.find("\r\n\r\n");
   if (text.rfind("HTTP/1.1 ", 0) != 0 || head_end == std::string::npos) {
@@ -181,20 +192,42 @@ std::string RunBody(const std::string& limits_json) {
 // ---- The table of wrong requests ----------------------------------------
 
 struct Row {
-  std::string name;
-  std::string method;
-  std::string path;
+  Row(std::string name, std::string method, std::string path)
+      : name(std::move(name)),
+        method(std::move(method)),
+        path(std::move(path)) {}
+  Row& Key(std::string k) { return key = std::move(k), *this; }
+  Row& Body(std::string b) { return body = std::move(b), *this; }
+  Row& Headers(std::map<std::string, std::string> h) {
+    return headers = std::move(h), *this;
+  }
+  // Sends these bytes as they are instead.
+  Row& Raw(std::string r) { return raw = std::move(r), *this; }
+  Row& Expect(int s, std::string c, std::string d) {
+    status = s;
+    code = std::move(c);
+    detail_part = std::move(d);
+    return *this;
+  }
+  // A header the answer must carry, and its exact value ("*": any).
+  Row& Want(std::string h, std::string v) {
+    want_header = std::move(h);
+    want_value = std::move(v);
+    return *this;
+  }
+  // The user whose usage must not change (a valid key of theirs); the
+  // main user's by default.
+  Row& Usage(std::string k) { return usage_key = std::move(k), *this; }
+
+  std::string name, method, path;
   std::string key;  // empty: no Authorization header
   std::string body;
   std::map<std::string, std::string> headers;
-  int status;
+  std::string raw;
+  int status = 0;
   std::string code;
   std::string detail_part;  // the detail must contain this
-  std::string raw;          // non-empty: send these bytes instead
-  // A header the answer must carry, and its exact value ("*": any).
-  std::string want_header;
-  std::string want_value;
-  // The user whose usage must not change (a valid key of theirs).
+  std::string want_header, want_value;
   std::string usage_key;
 };
 
@@ -246,658 +279,227 @@ TEST_CASE("every wrong request answers a precise problem and costs nothing") {
   two_mib_plus_one += "{";
 
   const std::string bearer_lower = "bearer " + BreakChecksum(key);
-  const std::string v = "limits.";
+  const std::string no_type =
+      "POST /run HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+      "Authorization: Bearer " +
+      key + "\r\nContent-Length: " + std::to_string(kPrint1.size()) +
+      "\r\n\r\n" + kPrint1;
+  auto get = [&](std::string name, std::string path) {
+    return Row(std::move(name), "GET", std::move(path)).Key(key);
+  };
+  auto run = [&](std::string name, std::string body) {
+    return Row(std::move(name), "POST", "/run").Key(key).Body(std::move(body));
+  };
+  auto limit = [&](std::string limits, std::string field) {
+    return run("limits " + limits, RunBody(limits))
+        .Expect(400, "invalid_request", "limits." + field);
+  };
   std::vector<Row> rows = {
-      // Before anything else, so the run is surely not over yet.
-      {"result before the end",
-       "GET",
-       "/result/" + slow_id,
-       key,
-       "",
-       {},
-       409,
-       "not_finished",
-       "not finished"},
+      // First, so the run is surely not over yet.
+      get("result before the end", "/result/" + slow_id)
+          .Expect(409, "not_finished", "not finished"),
       // Routes and methods.
-      {"unknown route, no key",
-       "GET",
-       "/nope",
-       "",
-       "",
-       {},
-       404,
-       "not_found",
-       "no such route"},
-      {"unknown route with a key",
-       "GET",
-       "/nope",
-       key,
-       "",
-       {},
-       404,
-       "not_found",
-       "no such route"},
-      {"routes are case-sensitive",
-       "GET",
-       "/ME",
-       key,
-       "",
-       {},
-       404,
-       "not_found",
-       "no such route"},
-      {"empty id",
-       "GET",
-       "/status/",
-       key,
-       "",
-       {},
-       404,
-       "not_found",
-       "no such route"},
-      {"id with a slash",
-       "GET",
-       "/status/a/b",
-       key,
-       "",
-       {},
-       404,
-       "not_found",
-       "no such route"},
-      {"wrong method + no key: 405 first",
-       "PUT",
-       "/me",
-       "",
-       "{}",
-       {},
-       405,
-       "method_not_allowed",
-       "PUT",
-       "",
-       "allow",
-       "GET, HEAD"},
-      {"DELETE /run",
-       "DELETE",
-       "/run",
-       key,
-       "",
-       {},
-       405,
-       "method_not_allowed",
-       "DELETE",
-       "",
-       "allow",
-       "POST"},
-      {"GET /run",
-       "GET",
-       "/run",
-       key,
-       "",
-       {},
-       405,
-       "method_not_allowed",
-       "GET",
-       "",
-       "allow",
-       "POST"},
-      {"POST /status/{id}",
-       "POST",
-       "/status/x",
-       key,
-       "{}",
-       {},
-       405,
-       "method_not_allowed",
-       "POST",
-       "",
-       "allow",
-       "GET, HEAD"},
-      {"GET /apikey/{id}",
-       "GET",
-       "/apikey/key_x",
-       key,
-       "",
-       {},
-       405,
-       "method_not_allowed",
-       "GET",
-       "",
-       "allow",
-       "DELETE"},
-      {"PATCH /apikey",
-       "PATCH",
-       "/apikey",
-       key,
-       "{}",
-       {},
-       405,
-       "method_not_allowed",
-       "PATCH",
-       "",
-       "allow",
-       "GET, HEAD, POST"},
-      {"TRACE /me",
-       "",
-       "",
-       "",
-       "",
-       {},
-       405,
-       "method_not_allowed",
-       "TRACE",
-       "TRACE /me HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-       "allow",
-       "GET, HEAD"},
+      Row("unknown route, no key", "GET", "/nope")
+          .Expect(404, "not_found", "no such route"),
+      get("unknown route", "/nope").Expect(404, "not_found", "no such route"),
+      get("routes are case-sensitive", "/ME")
+          .Expect(404, "not_found", "no such route"),
+      get("empty id", "/status/").Expect(404, "not_found", "no such route"),
+      get("id with a slash", "/status/a/b")
+          .Expect(404, "not_found", "no such route"),
+      Row("wrong method + no key: 405 first", "PUT", "/me")
+          .Body("{}")
+          .Expect(405, "method_not_allowed", "PUT")
+          .Want("allow", "GET, HEAD"),
+      Row("DELETE /run", "DELETE", "/run")
+          .Key(key)
+          .Expect(405, "method_not_allowed", "DELETE")
+          .Want("allow", "POST"),
+      get("GET /run", "/run")
+          .Expect(405, "method_not_allowed", "GET")
+          .Want("allow", "POST"),
+      Row("POST /status/{id}", "POST", "/status/x")
+          .Key(key)
+          .Body("{}")
+          .Expect(405, "method_not_allowed", "POST")
+          .Want("allow", "GET, HEAD"),
+      get("GET /apikey/{id}", "/apikey/key_x")
+          .Expect(405, "method_not_allowed", "GET")
+          .Want("allow", "DELETE"),
+      Row("PATCH /apikey", "PATCH", "/apikey")
+          .Key(key)
+          .Body("{}")
+          .Expect(405, "method_not_allowed", "PATCH")
+          .Want("allow", "GET, HEAD, POST"),
+      Row("TRACE /me", "", "")
+          .Raw("TRACE /me HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+          .Expect(405, "method_not_allowed", "TRACE")
+          .Want("allow", "GET, HEAD"),
+      Row("an unknown method on a known path", "", "")
+          .Raw("FOO /me HTTP/1.1\r\nHost: x\r\n\r\n")
+          .Expect(405, "method_not_allowed", "FOO")
+          .Want("allow", "GET, HEAD"),
+      Row("QUERY /run", "", "")
+          .Raw("QUERY /run?x=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+          .Expect(405, "method_not_allowed", "QUERY")
+          .Want("allow", "POST"),
+      Row("an unknown method on an unknown path", "", "")
+          .Raw("FOO /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+          .Expect(404, "not_found", "no such route"),
+      Row("a request line that is not HTTP", "", "")
+          .Raw("\x16\x03\x01 hello\r\n\r\n")
+          .Expect(400, "invalid_request", "malformed request line"),
       // Credentials.
-      {"no credentials",
-       "GET",
-       "/me",
-       "",
-       "",
-       {},
-       401,
-       "missing_credentials",
-       "Bearer",
-       "",
-       "www-authenticate",
-       "Bearer realm=\"dex\""},
-      {"key in ?api_key= does not authenticate",
-       "GET",
-       "/me?api_key=" + key,
-       "",
-       "",
-       {},
-       401,
-       "missing_credentials",
-       "Authorization"},
-      {"key in ?access_token= does not authenticate",
-       "GET",
-       "/me?access_token=" + key,
-       "",
-       "",
-       {},
-       401,
-       "missing_credentials",
-       "Authorization"},
-      {"Basic scheme",
-       "GET",
-       "/me",
-       "",
-       "",
-       {{"Authorization", "Basic eDp5"}},
-       401,
-       "invalid_token",
-       "Bearer",
-       "",
-       "www-authenticate",
-       "Bearer realm=\"dex\", error=\"invalid_token\""},
-      {"scheme without a key",
-       "GET",
-       "/me",
-       "",
-       "",
-       {{"Authorization", "Bearer"}},
-       401,
-       "invalid_token",
-       "Bearer"},
-      {"garbled key",
-       "GET",
-       "/me",
-       "",
-       "",
-       {{"Authorization", "Bearer !!garbage!!"}},
-       401,
-       "invalid_token",
-       "dex_live_"},
-      {"key of the wrong length",
-       "GET",
-       "/me",
-       key.substr(0, key.size() - 1),
-       "",
-       {},
-       401,
-       "invalid_token",
-       "length"},
-      {"bad checksum, checked before any lookup",
-       "GET",
-       "/me",
-       BreakChecksum(key),
-       "",
-       {},
-       401,
-       "invalid_token",
-       "checksum"},
-      {"lowercase scheme is the same scheme; its key is still checked",
-       "GET",
-       "/me",
-       "",
-       "",
-       {{"Authorization", bearer_lower}},
-       401,
-       "invalid_token",
-       "checksum"},
-      {"two Authorization headers",
-       "GET",
-       "/me",
-       key,
-       "",
-       {{"Authorization", "Bearer " + key}},
-       401,
-       "invalid_token",
-       "Bearer"},
-      {"disabled key",
-       "GET",
-       "/me",
-       disabled_key,
-       "",
-       {},
-       401,
-       "key_disabled",
-       "disabled",
-       "",
-       "www-authenticate",
-       "*"},
-      {"no key + bad body: 401 first",
-       "POST",
-       "/run",
-       "",
-       "{",
-       {},
-       401,
-       "missing_credentials",
-       "Bearer"},
+      Row("no credentials", "GET", "/me")
+          .Expect(401, "missing_credentials", "Bearer")
+          .Want("www-authenticate", "Bearer realm=\"dex\""),
+      Row("key in ?api_key= does not authenticate", "GET", "/me?api_key=" + key)
+          .Expect(401, "missing_credentials", "Authorization"),
+      Row("key in ?access_token= does not authenticate", "GET",
+          "/me?access_token=" + key)
+          .Expect(401, "missing_credentials", "Authorization"),
+      Row("Basic scheme", "GET", "/me")
+          .Headers({{"Authorization", "Basic eDp5"}})
+          .Expect(401, "invalid_token", "Bearer")
+          .Want("www-authenticate",
+                "Bearer realm=\"dex\", error=\"invalid_token\""),
+      Row("scheme without a key", "GET", "/me")
+          .Headers({{"Authorization", "Bearer"}})
+          .Expect(401, "invalid_token", "Bearer"),
+      Row("garbled key", "GET", "/me")
+          .Headers({{"Authorization", "Bearer !!garbage!!"}})
+          .Expect(401, "invalid_token", "dex_live_"),
+      Row("key of the wrong length", "GET", "/me")
+          .Key(key.substr(0, key.size() - 1))
+          .Expect(401, "invalid_token", "length"),
+      Row("bad checksum, checked before any lookup", "GET", "/me")
+          .Key(BreakChecksum(key))
+          .Expect(401, "invalid_token", "checksum"),
+      Row("lowercase scheme: the same scheme, its key still checked", "GET",
+          "/me")
+          .Headers({{"Authorization", bearer_lower}})
+          .Expect(401, "invalid_token", "checksum"),
+      get("two Authorization headers", "/me")
+          .Headers({{"Authorization", "Bearer " + key}})
+          .Expect(401, "invalid_token", "Bearer"),
+      Row("disabled key", "GET", "/me")
+          .Key(disabled_key)
+          .Expect(401, "key_disabled", "disabled")
+          .Want("www-authenticate", "*"),
+      Row("no key + bad body: 401 first", "POST", "/run")
+          .Body("{")
+          .Expect(401, "missing_credentials", "Bearer"),
+      Row("no key + body above 2 MiB: 401 first", "POST", "/run")
+          .Body(two_mib_plus_one)
+          .Expect(401, "missing_credentials", "Bearer"),
       // Body size, type and shape.
-      {"text/plain body",
-       "POST",
-       "/run",
-       key,
-       kPrint1,
-       {{"Content-Type", "text/plain"}},
-       415,
-       "unsupported_media_type",
-       "application/json"},
-      {"JSON in another charset",
-       "POST",
-       "/run",
-       key,
-       kPrint1,
-       {{"Content-Type", "application/json; charset=latin1"}},
-       415,
-       "unsupported_media_type",
-       "application/json"},
-      {"no Content-Type",
-       "",
-       "",
-       "",
-       "",
-       {},
-       415,
-       "unsupported_media_type",
-       "application/json",
-       "POST /run HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-       "Authorization: Bearer " +
-           key + "\r\nContent-Length: " + std::to_string(kPrint1.size()) +
-           "\r\n\r\n" + kPrint1},
-      {"body above 2 MiB",
-       "POST",
-       "/run",
-       key,
-       two_mib_plus_one,
-       {},
-       413,
-       "payload_too_large",
-       "2097152"},
-      {"malformed JSON",
-       "POST",
-       "/run",
-       key,
-       R"({"script":)",
-       {},
-       400,
-       "invalid_json",
-       "not valid JSON"},
-      {"invalid UTF-8",
-       "POST",
-       "/run",
-       key,
-       "{\"script\":\"\xff\"}",
-       {},
-       400,
-       "invalid_json",
-       "not valid JSON"},
-      {"100000 [",
-       "POST",
-       "/run",
-       key,
-       std::string(100'000, '['),
-       {},
-       400,
-       "invalid_json",
-       "nested deeper"},
-      {"NUL byte",
-       "POST",
-       "/run",
-       key,
-       std::string("{\"script\":\"a\"}\0", 15),
-       {},
-       400,
-       "invalid_json",
-       "NUL"},
-      {"an array",
-       "POST",
-       "/run",
-       key,
-       "[]",
-       {},
-       400,
-       "invalid_request",
-       "object"},
-      {"a string",
-       "POST",
-       "/run",
-       key,
-       R"j("print(1)")j",
-       {},
-       400,
-       "invalid_request",
-       "object"},
-      {"no script",
-       "POST",
-       "/run",
-       key,
-       "{}",
-       {},
-       400,
-       "invalid_request",
-       "script is required"},
-      {"empty script",
-       "POST",
-       "/run",
-       key,
-       R"({"script":""})",
-       {},
-       400,
-       "invalid_request",
-       "script must not be empty"},
-      {"script not a string",
-       "POST",
-       "/run",
-       key,
-       R"({"script":42})",
-       {},
-       400,
-       "invalid_request",
-       "script must be a string"},
-      {"unknown field",
-       "POST",
-       "/run",
-       key,
-       R"({"script":"1","scirpt":"1"})",
-       {},
-       400,
-       "invalid_request",
-       "scirpt"},
-      {"stdin not a string",
-       "POST",
-       "/run",
-       key,
-       R"({"script":"1","stdin":5})",
-       {},
-       400,
-       "invalid_request",
-       "stdin must be a string"},
-      {"bad language",
-       "POST",
-       "/run",
-       key,
-       R"({"script":"1","language":"ruby"})",
-       {},
-       400,
-       "invalid_request",
-       "language"},
-      {"language not a string",
-       "POST",
-       "/run",
-       key,
-       R"({"script":"1","language":3})",
-       {},
-       400,
-       "invalid_request",
-       "language must be a string"},
+      run("text/plain body", kPrint1)
+          .Headers({{"Content-Type", "text/plain"}})
+          .Expect(415, "unsupported_media_type", "application/json"),
+      run("JSON in another charset", kPrint1)
+          .Headers({{"Content-Type", "application/json; charset=latin1"}})
+          .Expect(415, "unsupported_media_type", "application/json"),
+      Row("no Content-Type", "", "")
+          .Raw(no_type)
+          .Expect(415, "unsupported_media_type", "application/json"),
+      run("an unknown Content-Encoding", kPrint1)
+          .Headers({{"Content-Encoding", "compress"}})
+          .Expect(415, "unsupported_media_type", "Content-Encoding"),
+      run("a gzip body that is not gzip", kPrint1)
+          .Headers({{"Content-Encoding", "gzip"}})
+          .Expect(400, "invalid_request", "could not be read"),
+      run("body above 2 MiB", two_mib_plus_one)
+          .Expect(413, "payload_too_large", "2097152"),
+      run("malformed JSON", R"({"script":)")
+          .Expect(400, "invalid_json", "not valid JSON"),
+      run("invalid UTF-8", "{\"script\":\"\xff\"}")
+          .Expect(400, "invalid_json", "not valid JSON"),
+      run("100000 [", std::string(100'000, '['))
+          .Expect(400, "invalid_json", "nested deeper"),
+      run("NUL byte", std::string("{\"script\":\"a\"}\0", 15))
+          .Expect(400, "invalid_json", "NUL"),
+      run("an array", "[]").Expect(400, "invalid_request", "object"),
+      run("a string", R"j("print(1)")j")
+          .Expect(400, "invalid_request", "object"),
+      run("no script", "{}")
+          .Expect(400, "invalid_request", "script is required"),
+      run("empty script", R"({"script":""})")
+          .Expect(400, "invalid_request", "script must not be empty"),
+      run("script not a string", R"({"script":42})")
+          .Expect(400, "invalid_request", "script must be a string"),
+      run("unknown field", R"({"script":"1","scirpt":"1"})")
+          .Expect(400, "invalid_request", "scirpt"),
+      run("stdin not a string", R"({"script":"1","stdin":5})")
+          .Expect(400, "invalid_request", "stdin must be a string"),
+      run("bad language", R"({"script":"1","language":"ruby"})")
+          .Expect(400, "invalid_request", "language"),
+      run("language not a string", R"({"script":"1","language":3})")
+          .Expect(400, "invalid_request", "language must be a string"),
       // Every bad limit names its field.
-      {"limit 0",
-       "POST",
-       "/run",
-       key,
-       RunBody(R"({"wall_ms":0})"),
-       {},
-       400,
-       "invalid_request",
-       v + "wall_ms"},
-      {"limit negative",
-       "POST",
-       "/run",
-       key,
-       RunBody(R"({"cpu_ms":-1})"),
-       {},
-       400,
-       "invalid_request",
-       v + "cpu_ms"},
-      {"limit 1.5",
-       "POST",
-       "/run",
-       key,
-       RunBody(R"({"memory_mb":1.5})"),
-       {},
-       400,
-       "invalid_request",
-       v + "memory_mb"},
-      {"limit 1e3",
-       "POST",
-       "/run",
-       key,
-       RunBody(R"({"output_bytes":1e3})"),
-       {},
-       400,
-       "invalid_request",
-       v + "output_bytes"},
-      {"limit \"100\"",
-       "POST",
-       "/run",
-       key,
-       RunBody(R"({"processes":"100"})"),
-       {},
-       400,
-       "invalid_request",
-       v + "processes"},
-      {"limit true",
-       "POST",
-       "/run",
-       key,
-       RunBody(R"({"wall_ms":true})"),
-       {},
-       400,
-       "invalid_request",
-       v + "wall_ms"},
-      {"limit null",
-       "POST",
-       "/run",
-       key,
-       RunBody(R"({"wall_ms":null})"),
-       {},
-       400,
-       "invalid_request",
-       v + "wall_ms"},
-      {"limit above 2^63",
-       "POST",
-       "/run",
-       key,
-       RunBody(R"({"wall_ms":99999999999999999999})"),
-       {},
-       400,
-       "invalid_request",
-       v + "wall_ms"},
-      {"limit above the plan",
-       "POST",
-       "/run",
-       key,
-       RunBody(R"({"wall_ms":600000})"),
-       {},
-       400,
-       "invalid_request",
-       v + "wall_ms: 600000 is above the maximum 30000 of plan starter"},
-      {"memory above the plan",
-       "POST",
-       "/run",
-       key,
-       RunBody(R"({"memory_mb":100000})"),
-       {},
-       400,
-       "invalid_request",
-       v + "memory_mb"},
-      {"unknown limit name",
-       "POST",
-       "/run",
-       key,
-       RunBody(R"({"gpu":1})"),
-       {},
-       400,
-       "invalid_request",
-       "gpu"},
-      {"limits not an object",
-       "POST",
-       "/run",
-       key,
-       RunBody("[]"),
-       {},
-       400,
-       "invalid_request",
-       "limits must be an object"},
+      limit(R"({"wall_ms":0})", "wall_ms"),
+      limit(R"({"cpu_ms":-1})", "cpu_ms"),
+      limit(R"({"memory_mb":1.5})", "memory_mb"),
+      limit(R"({"output_bytes":1e3})", "output_bytes"),
+      limit(R"({"processes":"100"})", "processes"),
+      limit(R"({"wall_ms":true})", "wall_ms"),
+      limit(R"({"wall_ms":null})", "wall_ms"),
+      limit(R"({"wall_ms":99999999999999999999})", "wall_ms"),
+      limit(R"({"wall_ms":600000})",
+            "wall_ms: 600000 is above the maximum 30000 of plan starter"),
+      limit(R"({"memory_mb":100000})", "memory_mb"),
+      run("unknown limit name", RunBody(R"({"gpu":1})"))
+          .Expect(400, "invalid_request", "gpu"),
+      run("limits not an object", RunBody("[]"))
+          .Expect(400, "invalid_request", "limits must be an object"),
       // Query, headers and URL.
-      {"?wait=maybe",
-       "POST",
-       "/run?wait=maybe",
-       key,
-       kPrint1,
-       {},
-       400,
-       "invalid_request",
-       "wait"},
-      {"?encoding=hex",
-       "GET",
-       "/result/" + bob_exec + "?encoding=hex",
-       key,
-       "",
-       {},
-       400,
-       "invalid_request",
-       "encoding"},
-      {"URL above 8 KiB",
-       "GET",
-       "/" + std::string(10'000, 'a'),
-       key,
-       "",
-       {},
-       414,
-       "invalid_request",
-       "URI"},
-      {"200 header lines", "GET", "/me", key, "", flood, 431, "invalid_request",
-       "header"},
-      {"Idempotency-Key above 255 characters",
-       "POST",
-       "/run",
-       key,
-       kPrint1,
-       {{"Idempotency-Key", std::string(256, 'k')}},
-       400,
-       "invalid_request",
-       "Idempotency-Key"},
-      {"Idempotency-Key reused for another body", "POST", "/run", key,
-       R"j({"script":"print(2)"})j", idem, 422, "idempotency_key_reused",
-       "different request"},
+      Row("?wait=maybe", "POST", "/run?wait=maybe")
+          .Key(key)
+          .Body(kPrint1)
+          .Expect(400, "invalid_request", "wait"),
+      get("?encoding=hex", "/result/" + bob_exec + "?encoding=hex")
+          .Expect(400, "invalid_request", "encoding"),
+      get("URL above 8 KiB", "/" + std::string(10'000, 'a'))
+          .Expect(414, "invalid_request", "URI"),
+      get("200 header lines", "/me")
+          .Headers(flood)
+          .Expect(431, "invalid_request", "header"),
+      run("Idempotency-Key above 255 characters", kPrint1)
+          .Headers({{"Idempotency-Key", std::string(256, 'k')}})
+          .Expect(400, "invalid_request", "Idempotency-Key"),
+      run("Idempotency-Key reused for another body", R"j({"script":"2"})j")
+          .Headers(idem)
+          .Expect(422, "idempotency_key_reused", "different request"),
       // Other users' ids answer exactly as unknown ones.
-      {"another user's result",
-       "GET",
-       "/result/" + bob_exec,
-       key,
-       "",
-       {},
-       404,
-       "not_found",
-       ""},
-      {"another user's status",
-       "GET",
-       "/status/" + bob_exec,
-       key,
-       "",
-       {},
-       404,
-       "not_found",
-       ""},
-      {"an unknown execution",
-       "GET",
-       "/status/exec_unknown",
-       key,
-       "",
-       {},
-       404,
-       "not_found",
-       ""},
-      {"another user's key",
-       "DELETE",
-       "/apikey/" + bob_key_id,
-       key,
-       "",
-       {},
-       404,
-       "not_found",
-       ""},
+      get("another user's result", "/result/" + bob_exec)
+          .Expect(404, "not_found", bob_exec),
+      get("another user's status", "/status/" + bob_exec)
+          .Expect(404, "not_found", bob_exec),
+      get("an unknown execution", "/status/exec_unknown")
+          .Expect(404, "not_found", "exec_unknown"),
+      Row("another user's key", "DELETE", "/apikey/" + bob_key_id)
+          .Key(key)
+          .Expect(404, "not_found", bob_key_id),
       // Keys.
-      {"key name empty after trimming",
-       "POST",
-       "/apikey",
-       key,
-       R"({"name":"   "})",
-       {},
-       400,
-       "invalid_request",
-       "name"},
-      {"key name not a string",
-       "POST",
-       "/apikey",
-       key,
-       R"({"name":7})",
-       {},
-       400,
-       "invalid_request",
-       "name must be a string"},
+      Row("key name empty after trimming", "POST", "/apikey")
+          .Key(key)
+          .Body(R"({"name":"   "})")
+          .Expect(400, "invalid_request", "name"),
+      Row("key name not a string", "POST", "/apikey")
+          .Key(key)
+          .Body(R"({"name":7})")
+          .Expect(400, "invalid_request", "name must be a string"),
       // Quota comes last.
-      {"bad body + quota used up: 400 first",
-       "POST",
-       "/run",
-       spent,
-       RunBody(R"({"wall_ms":0})"),
-       {},
-       400,
-       "invalid_request",
-       v + "wall_ms",
-       "",
-       "",
-       "",
-       spent},
-      {"quota used up",
-       "POST",
-       "/run",
-       spent,
-       kPrint1,
-       {},
-       429,
-       "quota_exceeded",
-       "quota",
-       "",
-       "retry-after",
-       "*",
-       spent},
+      Row("bad body + quota used up: 400 first", "POST", "/run")
+          .Key(spent)
+          .Body(RunBody(R"({"wall_ms":0})"))
+          .Expect(400, "invalid_request", "limits.wall_ms")
+          .Usage(spent),
+      Row("quota used up", "POST", "/run")
+          .Key(spent)
+          .Body(kPrint1)
+          .Expect(429, "quota_exceeded", "quota")
+          .Want("retry-after", "*")
+          .Usage(spent),
   };
   REQUIRE(rows.size() >= 30);
 
@@ -1112,6 +714,37 @@ TEST_CASE("/me and /run carry X-RateLimit-* for the month") {
   CHECK(me.Header("x-ratelimit-reset") == std::to_string(timegm(&tm)));
 }
 
+TEST_CASE("errors of /run to a known user carry X-RateLimit-* too") {
+  TempDir dir;
+  SetPlan(dir.path(), {"three", "--quota", "3"});
+  std::string key = CreateUser(dir.path(), "three");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  HttpReply bad =
+      Http(server.port(), "POST", "/run", key, RunBody(R"({"wall_ms":0})"));
+  CheckProblem(bad, 400, "invalid_request");
+  CHECK(bad.Header("x-ratelimit-limit") == "3");
+  CHECK(bad.Header("x-ratelimit-remaining") == "3");
+  CHECK(bad.Header("x-ratelimit-used") == "0");
+  CHECK(!bad.Header("x-ratelimit-reset").empty());
+  CHECK(bad.Header("retry-after").empty());
+  // Before the key is known there is no window to tell.
+  HttpReply anonymous = Http(server.port(), "POST", "/run", "", kPrint1);
+  CheckProblem(anonymous, 401, "missing_credentials");
+  CHECK(anonymous.Header("x-ratelimit-limit").empty());
+}
+
+TEST_CASE("a body of exactly 2 MiB is read") {
+  TempDir dir;
+  std::string key = CreateUser(dir.path(), "starter");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  std::string body = R"j({"script":"print(1)")j";
+  body += std::string((2u << 20) - body.size() - 1, ' ') + "}";
+  REQUIRE(body.size() == 2u << 20);
+  CHECK(Http(server.port(), "POST", "/run", key, body).status == 202);
+}
+
 TEST_CASE("429 quota_exceeded: Retry-After is the seconds to the period end") {
   TempDir dir;
   SetPlan(dir.path(), {"one", "--quota", "1"});
@@ -1145,10 +778,11 @@ TEST_CASE("402 subscription_inactive when the effective plan allows nothing") {
   REQUIRE(me.status == 200);
   CHECK(Str(Json(me.body), "effective_plan") == "free");
   CHECK(Int(Json(me.body), "effective_quota_monthly") == 0);
-  std::string detail =
-      CheckProblem(Http(server.port(), "POST", "/run", key, kPrint1), 402,
-                   "subscription_inactive");
+  HttpReply refused = Http(server.port(), "POST", "/run", key, kPrint1);
+  std::string detail = CheckProblem(refused, 402, "subscription_inactive");
   CHECK(detail.find("free") != std::string::npos);
+  CHECK(refused.Header("x-ratelimit-limit") == "0");
+  CHECK(refused.Header("x-ratelimit-remaining") == "0");
   CHECK(UsageOf(server.port(), key) == 0);
 }
 

@@ -3,6 +3,8 @@
 #ifndef DEX_SERVICE_H_
 #define DEX_SERVICE_H_
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -61,12 +63,33 @@ struct NewUser {
   MintedKey key;
 };
 
+// Upper bounds, in ms, of the buckets of RunStats::latency_counts.
+inline constexpr std::array<int64_t, 13> kRunLatencyBoundsMs = {
+    10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000};
+
+// Runs that reached the sandbox since the service opened. Counters only
+// grow, so a scraper may take differences.
+struct RunStats {
+  // Indexed by Reason: runs that ended with that verdict; a run the
+  // sandbox could not carry out counts as Reason::kSandboxError.
+  std::array<uint64_t, 8> by_reason = {};
+  // Time each run spent in the sandbox, from the spawn request to its
+  // end. latency_counts[i] counts runs above the previous bound and at
+  // most kRunLatencyBoundsMs[i]; the last entry counts the rest.
+  std::array<uint64_t, kRunLatencyBoundsMs.size() + 1> latency_counts = {};
+  int64_t latency_sum_ms = 0;
+};
+
 struct Health {
   bool store_ok = false;
   std::string memory_mode;  // "sampled", "cgroup2", or "none" (admin)
   size_t queued = 0;
   size_t running = 0;
   int workers = 0;
+  // Sandboxes prepared in advance and ready to take a run now; 0 when
+  // there is no warm pool.
+  size_t warm_available = 0;
+  RunStats runs;  // all zero when run_executions is false
 };
 
 // Safe to share between threads.
