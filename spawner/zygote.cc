@@ -32,10 +32,11 @@ constexpr int kStartTimeoutMs = 10'000;
 // - the script process: the steps of a cold run between fork and exec,
 //   in the same order (rlimits, setsid, ids, stdio, fds, no_new_privs,
 //   seccomp last), then runs /work/main.py as `python3 -I -u main.py`
-//   would: same argv, `__main__`, tracebacks and exit codes.
+//   would: same argv, `__main__`, tracebacks and exit codes; at the end it
+//   does the observable part of interpreter shutdown and then _exit().
 // Any failure before the script runs ends that process with 126.
 constexpr const char kLoader[] = R"PY(
-import os, sys, signal, resource, ctypes, array, struct, _socket
+import os, sys, signal, resource, ctypes, array, struct, _socket, atexit
 
 def zygote():
     libc = ctypes.CDLL(None, use_errno=True)
@@ -135,15 +136,55 @@ def run_main():
     sys.orig_argv = [sys.executable, "-I", "-u", "main.py"]
     with open("/work/main.py", "rb") as script:
         source = script.read()
+    interrupted = False
     try:
         exec(compile(source, "/work/main.py", "exec", dont_inherit=True),
              main.__dict__)
-    except (SystemExit, KeyboardInterrupt):
-        raise
+        code = 0
+    except SystemExit as done:
+        code = exit_code(done)
     except BaseException as error:
         error.with_traceback(error.__traceback__.tb_next)
         sys.excepthook(type(error), error, error.__traceback__)
-        raise SystemExit(1) from None
+        interrupted = isinstance(error, KeyboardInterrupt)
+        code = 1
+        del error
+    finish(main, code, interrupted)
+
+def exit_code(done):
+    # As the interpreter's own handling of an uncaught SystemExit.
+    if done.code is None:
+        return 0
+    if isinstance(done.code, int):
+        return done.code & 0xff
+    try:
+        print(done.code, file=sys.stderr)
+    except BaseException:
+        pass
+    return 1
+
+def finish(main, code, interrupted):
+    # The observable half of interpreter shutdown, in its order: threads
+    # joined, atexit handlers, the script's globals released (their
+    # finalizers run, its files are flushed), stdio flushed. The rest of
+    # the teardown would only write to every page shared with the zygote.
+    if "threading" in sys.modules:
+        try:
+            sys.modules["threading"]._shutdown()
+        except BaseException:
+            pass
+    sys.modules["atexit"]._run_exitfuncs()
+    main.__dict__.clear()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except BaseException:
+            code = 120
+    if interrupted:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(code)
 
 _libc, _code, _prog, _fds, _limits = zygote()
 enter(_libc, _fds)

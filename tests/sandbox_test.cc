@@ -508,6 +508,14 @@ TEST_CASE("a warm script holds no capability and no privilege") {
         "000001ffffffffff\n0000000000000000\n1\n2\n");
 }
 
+TEST_CASE("atexit handlers run and unclosed files are flushed at exit") {
+  RunOutcome outcome = MustRun(
+      "import atexit\natexit.register(print, 'bye')\n"
+      "import os\nf = os.fdopen(os.dup(1), 'w')\nf.write('x')\nraise SystemExit(4)\n");
+  CHECK(outcome.exit_code == 4);
+  CHECK(outcome.stdout_data == "bye\nx");
+}
+
 TEST_CASE("random state is not shared between runs") {
   std::string script = "import random\nprint(random.getrandbits(64))\n";
   CHECK(MustRun(script).stdout_data != MustRun(script).stdout_data);
