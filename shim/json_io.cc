@@ -8,6 +8,7 @@
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 namespace dex::shim {
@@ -121,6 +122,13 @@ struct DepthGuard
   bool bad_text = false;
   bool String(const char* s, rapidjson::SizeType n, bool) { return Text(s, n); }
   bool Key(const char* s, rapidjson::SizeType n, bool) { return Text(s, n); }
+  // RapidJSON reads a number past the double range ("1e400") as infinity,
+  // which JSON cannot express; it is refused.
+  bool bad_number = false;
+  bool Double(double d) {
+    bad_number = !std::isfinite(d);
+    return !bad_number;
+  }
   bool Text(const char* s, rapidjson::SizeType n) {
     std::string_view text(s, n);
     bad_text = SanitizeUtf8(text) != text;
@@ -353,7 +361,11 @@ Status ParseJson(std::string_view body, rapidjson::Document* doc) {
     return Status(Category::kInvalidArgument, "invalid_json",
                   "request body is not valid JSON: NUL byte");
   }
+  // RapidJSON's UTF-8 check reads a sequence's continuation bytes before
+  // looking at them, up to 3 past a lead byte that ends the input: the
+  // padding keeps those reads inside the buffer.
   std::string text(body);
+  text.append(4, '\0');
   DepthGuard guard;
   rapidjson::Reader reader;
   rapidjson::StringStream stream(text.c_str());
@@ -362,14 +374,15 @@ Status ParseJson(std::string_view body, rapidjson::Document* doc) {
     std::string why =
         guard.too_deep
             ? fmt::format("nested deeper than {} levels", kMaxJsonDepth)
-        : guard.bad_text ? "a \\u escape is an unpaired UTF-16 surrogate"
-                         : rapidjson::GetParseError_En(ok.Code());
+        : guard.bad_text   ? "a \\u escape is an unpaired UTF-16 surrogate"
+        : guard.bad_number ? "a number is beyond the range of a double"
+                           : rapidjson::GetParseError_En(ok.Code());
     return Status(Category::kInvalidArgument, "invalid_json",
                   fmt::format("request body is not valid JSON: {} (at byte "
                               "{})",
                               why, ok.Offset()));
   }
-  doc->Parse<kParseFlags>(text.c_str(), text.size());
+  doc->Parse<kParseFlags>(text.c_str(), body.size());
   if (doc->HasParseError()) {
     return Status(Category::kInvalidArgument, "invalid_json",
                   "request body is not valid JSON");

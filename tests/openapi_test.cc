@@ -282,6 +282,31 @@ TEST_CASE_FIXTURE(ApiFixture,
   CHECK(me.body.find("\"usage_this_period\":0") != std::string::npos);
 }
 
+// Found by fuzz/json_fuzz: RapidJSON read 1e400 as infinity, which the
+// canonical writer (idempotency fingerprints) cannot write back.
+TEST_CASE_FIXTURE(ApiFixture, "regression: a number beyond double is refused") {
+  REQUIRE(shim.started());
+  for (const char* body : {R"({"script": "1", "limits": {"wall_ms": 1e400}})",
+                           R"({"script": "1", "b": 6665e0306})", "-1e999"}) {
+    HttpReply r = Conforms(port, "POST", "/run", key, body);
+    CHECK(r.status == 400);
+    CHECK(Field(r, "code") == "invalid_json");
+  }
+}
+
+// Found by fuzz/json_fuzz under ASan: a body ending inside a UTF-8
+// sequence made RapidJSON read past the end of the buffer.
+TEST_CASE_FIXTURE(ApiFixture,
+                  "regression: a body ending mid UTF-8 sequence is refused") {
+  REQUIRE(shim.started());
+  for (std::string body :
+       {"{\"<<<<\xed", "{\"script\": \"\xf0\x9f", "\"\xe2"}) {
+    HttpReply r = Conforms(port, "POST", "/run", key, body);
+    CHECK(r.status == 400);
+    CHECK(Field(r, "code") == "invalid_json");
+  }
+}
+
 TEST_CASE("quota answers conform") {
   TempDir dir;
   REQUIRE(RunShim({"plan", "set", "--data", dir.path(), "one", "--quota", "1"})
