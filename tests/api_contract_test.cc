@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -654,6 +655,41 @@ TEST_CASE("the last active key: 409, then create another and delete works") {
         200);
 }
 
+TEST_CASE("disabling two keys at once never leaves a user without one") {
+  TempDir dir;
+  std::string key = CreateUser(dir.path(), "starter");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  int port = server.port();
+  HttpReply created = Http(port, "POST", "/apikey", key, R"({"name":"b"})");
+  REQUIRE(created.status == 201);
+  std::string other = Str(Json(created.body), "api_key");
+  std::string ids[2] = {
+      Str(Json(Http(port, "GET", "/apikey", key).body)["keys"][1], "id"),
+      Str(Json(created.body), "id")};
+  HttpReply replies[2];
+  std::thread first(
+      [&] { replies[0] = Http(port, "DELETE", "/apikey/" + ids[0], key); });
+  replies[1] = Http(port, "DELETE", "/apikey/" + ids[1], other);
+  first.join();
+  int disabled = 0;
+  for (const HttpReply& r : replies) {
+    if (r.status == 200) {
+      ++disabled;
+    } else {
+      CheckProblem(r, 409, "last_active_key");
+    }
+  }
+  CHECK(disabled == 1);
+  rapidjson::Document list =
+      Json(Http(port, "GET", "/apikey", replies[0].status == 200 ? other : key)
+               .body);
+  int active = 0;
+  for (auto& k : list["keys"].GetArray())
+    active += Str(k, "status") == "active";
+  CHECK(active == 1);
+}
+
 TEST_CASE("key names are 1 to 100 characters after trimming, over HTTP") {
   TempDir dir;
   std::string key = CreateUser(dir.path(), "starter");
@@ -976,6 +1012,40 @@ TEST_CASE("a replay while the first ?wait=true is held answers 409") {
   CHECK(Str(Json(after.body), "execution_id") ==
         Str(Json(first.body), "execution_id"));
   CHECK(UsageOf(port, key) == 1);
+}
+
+TEST_CASE("16 requests at once with one Idempotency-Key charge once") {
+  TempDir dir;
+  std::string key = CreateUser(dir.path(), "starter");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  std::map<std::string, std::string> idem = {{"Idempotency-Key", "burst"}};
+  constexpr int kClients = 16;
+  std::vector<HttpReply> replies(kClients);
+  std::vector<std::thread> threads;
+  std::atomic<bool> go{false};
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] {
+      while (!go) std::this_thread::yield();
+      replies[i] = Http(server.port(), "POST", "/run", key, kPrint1, idem);
+    });
+  }
+  go = true;
+  for (auto& t : threads) t.join();
+  std::set<std::string> ids;
+  int first_answers = 0;
+  for (const HttpReply& r : replies) {
+    if (r.status == 409) {
+      CheckProblem(r, 409, "idempotency_in_progress");
+      continue;
+    }
+    REQUIRE(r.status == 202);
+    ids.insert(Str(Json(r.body), "execution_id"));
+    first_answers += r.Header("idempotent-replayed").empty();
+  }
+  CHECK(ids.size() == 1);
+  CHECK(first_answers == 1);
+  CHECK(UsageOf(server.port(), key) == 1);
 }
 
 TEST_CASE("Idempotency-Keys are scoped to the user") {
