@@ -395,7 +395,7 @@ class Watch {
     UniqueFd timer(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC));
     itimerspec every = {{0, kSampleNs}, {0, kSampleNs}};
     timerfd_settime(timer.get(), 0, &every, nullptr);
-    while (!script_done_) {
+    while (!script_done_ && !Abandoned()) {
       pollfd fds[3] = {{signal_fd, POLLIN, 0},
                        {timer.get(), POLLIN, 0},
                        {control_fd_.get(), POLLIN, 0}};
@@ -420,12 +420,22 @@ class Watch {
 
   void KillAll() { kill(-1, SIGKILL); }
 
+  // Told to stop (wall limit, or the supervisor is gone) and nothing is
+  // left to wait for. A warm run's script may never have reached this
+  // namespace (its zygote died first): without this, init would wait for
+  // it forever.
+  bool Abandoned() const {
+    return no_children_ && (flags_ & (internal::kFlagWallKill |
+                                      internal::kFlagSupervisorGone)) != 0;
+  }
+
   // Reaps children; records the script's status and end time.
   void Reap(int options) {
     for (;;) {
       int status;
       rusage usage;
       pid_t pid = wait4(-1, &status, options | __WALL, &usage);
+      no_children_ = pid < 0 && errno == ECHILD;
       if (pid <= 0) return;
       peak_kb_ = std::max<int64_t>(peak_kb_, usage.ru_maxrss);
       if (pid == script_) {
@@ -455,6 +465,7 @@ class Watch {
     flags_ |= n > 0 ? internal::kFlagWallKill : internal::kFlagSupervisorGone;
     control_fd_.Reset();
     KillAll();
+    Reap(WNOHANG);
   }
 
   void OnTick(int timer_fd) {
@@ -542,6 +553,7 @@ class Watch {
   int64_t tick_us_;
   pid_t script_ = -1;
   bool script_done_ = false;
+  bool no_children_ = false;
   bool killed_ = false;
   int script_status_ = 0;
   int64_t end_ns_ = 0;
