@@ -16,6 +16,17 @@ namespace dex {
 namespace {
 
 constexpr int64_t kIdempotencyKeepMs = 24ll * 3600 * 1000;
+// A worker that could not record a run's start waits this long before
+// taking work again, so a full store is not retried in a hot loop.
+constexpr int64_t kStoreBackoffMs = 200;
+
+// Writes whose loss in a machine crash the next start repairs: a run's
+// start, its end and purges. Submissions are flushed before the answer.
+WriteOptions Lazy() {
+  WriteOptions write;
+  write.sync = false;
+  return write;
+}
 
 bool Terminal(ExecState state) {
   return state == ExecState::kCompleted || state == ExecState::kFailed;
@@ -176,13 +187,13 @@ Status Executor::Rep::Finish(Execution& e, bool refund) {
     if (refund) DEX_RETURN_IF_ERROR(quota->Refund(txn, e.user_id, e.period));
     return Status::Ok();
   };
-  Status s = store->Update(write);
+  Status s = store->Update(write, Lazy());
   if (s.code() == "store_full") {
     Log(LogLevel::kError,
         "executor: store full; result of " + e.id + " kept without its output");
     e.outcome.stdout_data.clear();
     e.outcome.stderr_data.clear();
-    s = store->Update(write);
+    s = store->Update(write, Lazy());
   }
   if (!s.ok()) {
     Log(LogLevel::kError,
@@ -219,13 +230,19 @@ void Executor::Rep::RunOne(const std::string& user_id, const QueuedRun& run) {
   e.state = ExecState::kRunning;
   e.started_ms = now;
   e.queue_ms = now - e.created_ms;
-  Status s = store->Update([&](Txn& txn) {
-    return txn.Put(Table::kExecutions, e.id, internal::EncodeExecution(e));
-  });
+  Status s = store->Update(
+      [&](Txn& txn) {
+        return txn.Put(Table::kExecutions, e.id, internal::EncodeExecution(e));
+      },
+      Lazy());
   if (!s.ok()) {
     Log(LogLevel::kError, "executor: starting " + e.id + ": " + s.ToString());
-    std::lock_guard<std::mutex> lock(mu);
+    std::unique_lock<std::mutex> lock(mu);
     EnqueueLocked(user_id, run, users[user_id].max_concurrent);
+    work_cv.notify_one();
+    // Back off (keeping this run's slot) rather than retry at once.
+    work_cv.wait_for(lock, std::chrono::milliseconds(kStoreBackoffMs),
+                     [&] { return stopping; });
     return;
   }
   done_cv.notify_all();
@@ -268,6 +285,10 @@ void Executor::Rep::ExpireQueued() {
                                  return users[u].runs.empty();
                                }),
                 ready.end());
+    for (auto it = users.begin(); it != users.end();) {
+      bool idle = it->second.runs.empty() && it->second.running == 0;
+      it = idle ? users.erase(it) : std::next(it);
+    }
   }
   for (auto& [user, run] : expired) {
     Execution e;
@@ -318,17 +339,19 @@ void Executor::Rep::PurgeExpired() {
                     });
   }
   if (keys.empty() && idem.empty()) return;
-  Status s = store->Update([&](Txn& txn) -> Status {
-    for (const auto& key : keys) {
-      std::string id = key.substr(key.find('/') + 1);
-      DEX_RETURN_IF_ERROR(txn.Delete(Table::kExecutions, id));
-      DEX_RETURN_IF_ERROR(txn.Delete(Table::kExpiry, key));
-    }
-    for (const auto& key : idem) {
-      DEX_RETURN_IF_ERROR(txn.Delete(Table::kIdempotency, key));
-    }
-    return Status::Ok();
-  });
+  Status s = store->Update(
+      [&](Txn& txn) -> Status {
+        for (const auto& key : keys) {
+          std::string id = key.substr(key.find('/') + 1);
+          DEX_RETURN_IF_ERROR(txn.Delete(Table::kExecutions, id));
+          DEX_RETURN_IF_ERROR(txn.Delete(Table::kExpiry, key));
+        }
+        for (const auto& key : idem) {
+          DEX_RETURN_IF_ERROR(txn.Delete(Table::kIdempotency, key));
+        }
+        return Status::Ok();
+      },
+      Lazy());
   if (!s.ok()) Log(LogLevel::kWarn, "executor: purging: " + s.ToString());
 }
 
@@ -341,6 +364,12 @@ void Executor::Rep::JanitorLoop() {
     lock.unlock();
     ExpireQueued();
     PurgeExpired();
+    // Bounds what a machine crash can take of the lazy writes to about
+    // one interval; a no-op when nothing was written since the last flush.
+    Status synced = store->Sync();
+    if (!synced.ok()) {
+      Log(LogLevel::kError, "executor: flushing: " + synced.ToString());
+    }
     lock.lock();
   }
 }
@@ -370,7 +399,10 @@ Status Executor::Rep::Recover() {
     e.detail = "interrupted";
     e.finished_ms = now;
     e.outcome = RunOutcome{};
-    DEX_RETURN_IF_ERROR(Finish(e, true));
+    // A store too damaged or full to record this must not keep the
+    // service from starting: the run stays "running" and the next start
+    // tries again. Finish has logged the cause.
+    (void)Finish(e, true);
   }
   std::sort(queued_runs.begin(), queued_runs.end(),
             [](const Execution& a, const Execution& b) {
@@ -449,7 +481,12 @@ Result<SubmitResult> Executor::Submit(const SubmitRequest& request) {
   SubmitResult result;
   int64_t now = r->options.clock->NowMs();
   std::string idem_key = request.user_id + "/" + request.idempotency_key;
-  Status s = r->store->Update([&](Txn& txn) -> Status {
+  // New work leaves the store's reserve to finishing work. The flush
+  // comes after the run is queued, so a worker may start it meanwhile.
+  WriteOptions write;
+  write.sync = false;
+  write.keep_reserve = true;
+  auto record = [&](Txn& txn) -> Status {
     result = SubmitResult{};
     if (!request.idempotency_key.empty()) {
       std::string bytes;
@@ -490,16 +527,38 @@ Result<SubmitResult> Executor::Submit(const SubmitRequest& request) {
                                   internal::EncodeIdempotency(rec)));
     }
     return Status::Ok();
-  });
-  std::lock_guard<std::mutex> lock(r->mu);
-  --r->reserved;
-  if (!s.ok()) return s;
-  if (!result.replayed) {
-    r->EnqueueLocked(
-        request.user_id,
-        QueuedRun{result.execution.id, result.execution.created_ms},
-        request.max_concurrent);
-    r->work_cv.notify_one();
+  };
+  Status s = r->store->Update(record, write);
+  {
+    std::lock_guard<std::mutex> lock(r->mu);
+    --r->reserved;
+    if (s.code() == "store_full") {
+      return Status(Category::kUnavailable, "store_full",
+                    "submitting a run: the store is full; reads still work");
+    }
+    if (!s.ok()) return s;
+    if (!result.replayed) {
+      r->EnqueueLocked(
+          request.user_id,
+          QueuedRun{result.execution.id, result.execution.created_ms},
+          request.max_concurrent);
+      r->work_cv.notify_one();
+    }
+  }
+  // Nothing is acknowledged before it is on disk (a replay included: its
+  // first answer may still be waiting for the same flush). Concurrent
+  // submissions share one flush.
+  if (r->store->durable()) {
+    Status synced = r->store->Sync();
+    if (!synced.ok()) {
+      // The run is stored and will run; only its durability is in doubt.
+      // A retry with the same Idempotency-Key finds it.
+      r->Log(LogLevel::kError, "executor: flushing " + result.execution.id +
+                                   ": " + synced.ToString());
+      return Status(
+          Category::kInternal, "internal_error",
+          "submitting a run: flushing it to disk: " + synced.message());
+    }
   }
   return result;
 }

@@ -3,8 +3,10 @@
 #include <lmdb.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <filesystem>
 #include <mutex>
 #include <shared_mutex>
@@ -50,10 +52,71 @@ struct Store::Rep {
   // Serialises map growth decisions.
   std::mutex grow_mu;
 
+  // Group commit. `commits` counts this process's write commits; a flush
+  // that starts when it reads N covers the first N.
+  std::atomic<uint64_t> commits{0};
+  std::mutex sync_mu;
+  std::condition_variable sync_cv;  // a flush ended
+  uint64_t synced = 0;              // commits known on disk; sync_mu
+  bool syncing = false;             // a flush runs; guarded by sync_mu
+
+  // MDB_NOSYNC: commits are flushed by Sync(), not by LMDB.
+  bool lazy_env() const { return !options.durable || options.group_commit; }
+
+  uint64_t reserve_bytes() const {
+    if (options.reserve_bytes > 0) return options.reserve_bytes;
+    return std::min<uint64_t>(options.max_map_bytes / 8, 64ull << 20);
+  }
+
+  Status CheckReserve();
+
   ~Rep() {
-    if (env) mdb_env_close(env);
+    if (!env) return;
+    // MDB_NOSYNC leaves the last commits to the kernel: flush them, so a
+    // clean close (the admin commands') is durable.
+    if (lazy_env() && commits.load() > synced) mdb_env_sync(env, 1);
+    mdb_env_close(env);
   }
 };
+
+// Free space is what the map can still grow into plus the pages on
+// LMDB's free list; the free list is read only when the first is short,
+// which is when the store is nearly full.
+Status Store::Rep::CheckReserve() {
+  MDB_envinfo info;
+  MDB_stat stat;
+  mdb_env_info(env, &info);
+  mdb_env_stat(env, &stat);
+  uint64_t page = stat.ms_psize;
+  uint64_t used = (static_cast<uint64_t>(info.me_last_pgno) + 1) * page;
+  uint64_t ceiling = std::max<uint64_t>(options.max_map_bytes, info.me_mapsize);
+  uint64_t unmapped = ceiling > used ? ceiling - used : 0;
+  uint64_t need = reserve_bytes();
+  if (unmapped >= need) return Status::Ok();
+  uint64_t free_pages = 0;
+  {
+    std::shared_lock<std::shared_mutex> lock(resize_mu);
+    MDB_txn* txn = nullptr;
+    int rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
+    if (rc != 0) return LmdbError("store: reading the free list", rc);
+    MDB_cursor* cursor = nullptr;
+    rc = mdb_cursor_open(txn, 0, &cursor);  // dbi 0: LMDB's free list
+    MDB_val k, v;
+    while (rc == 0 && (rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)) == 0) {
+      // Each record is a page-number list whose first word is its length.
+      if (v.mv_size >= sizeof(size_t)) {
+        free_pages += *static_cast<const size_t*>(v.mv_data);
+      }
+    }
+    if (cursor) mdb_cursor_close(cursor);
+    mdb_txn_abort(txn);
+  }
+  if (unmapped + free_pages * page >= need) return Status::Ok();
+  return Status(Category::kUnavailable, "store_full",
+                "store: the store is full (" + std::to_string(used >> 10) +
+                    " KiB used of " + std::to_string(ceiling >> 10) +
+                    " KiB; the rest is kept for finishing accepted work)");
+}
 
 Store::Store(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}
 Store::~Store() = default;
@@ -71,16 +134,18 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
   }
   auto rep = std::make_unique<Rep>();
   rep->options = options;
+  rep->options.map_bytes = std::min(options.map_bytes, options.max_map_bytes);
   int rc = mdb_env_create(&rep->env);
   if (rc != 0) return LmdbError("store: mdb_env_create", rc);
   mdb_env_set_maxdbs(rep->env, kTableCount + 4);
   mdb_env_set_maxreaders(rep->env, 512);
-  // The map may already be larger (another process grew it); LMDB adopts
-  // the larger of the two.
-  mdb_env_set_mapsize(rep->env, options.map_bytes);
+  // LMDB takes this size, or the size of the data already stored if that
+  // is larger; a larger size set by another process is adopted when a
+  // transaction finds the data beyond this map (MDB_MAP_RESIZED).
+  mdb_env_set_mapsize(rep->env, rep->options.map_bytes);
   // MDB_NOTLS: read transactions are not tied to threads, so workers and
   // HTTP threads each hold their own without limit of one per thread.
-  unsigned flags = MDB_NOTLS | (options.durable ? 0 : MDB_NOMETASYNC);
+  unsigned flags = MDB_NOTLS | (rep->lazy_env() ? MDB_NOSYNC : 0);
   rc = mdb_env_open(rep->env, options.path.c_str(), flags, 0600);
   if (rc != 0) {
     return LmdbError("store: opening " + options.path, rc);
@@ -144,6 +209,12 @@ Result<Txn> Store::BeginWrite() {
 }
 
 Status Store::Update(const std::function<Status(Txn&)>& fn) {
+  return Update(fn, WriteOptions());
+}
+
+Status Store::Update(const std::function<Status(Txn&)>& fn,
+                     const WriteOptions& write) {
+  if (write.keep_reserve) DEX_RETURN_IF_ERROR(rep_->CheckReserve());
   for (int attempt = 0; attempt < 8; ++attempt) {
     Status status;
     {
@@ -151,6 +222,10 @@ Status Store::Update(const std::function<Status(Txn&)>& fn) {
       if (!txn.ok()) return txn.status();
       status = fn(*txn);
       if (status.ok()) status = txn->Commit();
+    }
+    if (status.ok() && write.sync && rep_->options.durable &&
+        rep_->options.group_commit) {
+      return Sync();
     }
     if (status.code() != "store_full") return status;
     // Grow by doubling while under the ceiling; the transaction above has
@@ -179,9 +254,31 @@ uint64_t Store::map_bytes() const {
   return info.me_mapsize;
 }
 
+bool Store::durable() const { return rep_->options.durable; }
+
 Status Store::Sync() {
-  int rc = mdb_env_sync(rep_->env, 1);
-  if (rc != 0) return LmdbError("store: sync", rc);
+  Rep& r = *rep_;
+  // Without MDB_NOSYNC, LMDB flushed every commit itself.
+  if (!r.lazy_env()) return Status::Ok();
+  uint64_t target = r.commits.load();
+  std::unique_lock<std::mutex> lock(r.sync_mu);
+  while (r.synced < target) {
+    if (r.syncing) {
+      r.sync_cv.wait(lock);
+      continue;
+    }
+    // This caller flushes for everyone who committed before this point;
+    // callers arriving meanwhile wait for the next flush.
+    r.syncing = true;
+    uint64_t covered = r.commits.load();
+    lock.unlock();
+    int rc = mdb_env_sync(r.env, 1);
+    lock.lock();
+    r.syncing = false;
+    if (rc == 0) r.synced = std::max(r.synced, covered);
+    r.sync_cv.notify_all();
+    if (rc != 0) return LmdbError("store: flushing to disk", rc);
+  }
   return Status::Ok();
 }
 
@@ -274,6 +371,7 @@ Status Txn::Commit() {
   txn_ = nullptr;
   store_->rep_->resize_mu.unlock_shared();
   if (rc != 0) return LmdbError("store: commit", rc);
+  if (writable_) store_->rep_->commits.fetch_add(1);
   return Status::Ok();
 }
 

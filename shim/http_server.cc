@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -936,6 +937,10 @@ int RunServe(const ServeConfig& config, const Prelude& prelude) {
   ServiceOptions options;
   options.data_dir = config.data_dir;
   options.executor.workers = config.workers;
+  options.executor.max_queued = config.max_queued;
+  options.executor.queue_timeout_ms = config.queue_timeout_ms;
+  options.executor.retention_ms = config.retention_ms;
+  options.store.max_map_bytes = config.max_store_bytes;
   options.logger = logger;
   // The service (and its spawner) start before the socket exists, so the
   // spawner can never inherit it.
@@ -959,6 +964,20 @@ int RunServe(const ServeConfig& config, const Prelude& prelude) {
   logger->Log(LogLevel::kInfo, "dex-shim stopping");
   server.Stop();
   (*service)->Shutdown(config.shutdown_grace_ms);
+  size_t still_running = (*service)->GetHealth().running;
+  if (still_running > 0) {
+    // Joining the workers would wait for those runs' own wall limits,
+    // past the grace. Their records say "running", so the next start
+    // fails and refunds them as interrupted; everything committed is
+    // flushed first.
+    logger->Log(LogLevel::kWarn,
+                fmt::format("dex-shim: {} runs still running after the "
+                            "grace; exiting without them",
+                            still_running));
+    (void)(*service)->store()->Sync();
+    std::fflush(nullptr);
+    std::_Exit(0);
+  }
   logger->Log(LogLevel::kInfo, "dex-shim stopped");
   return 0;
 }

@@ -84,6 +84,17 @@ struct ServeConfig {
   // Running work gets this long to finish on SIGTERM; queued work stays
   // in the store for the next start. Default 10 s.
   int64_t shutdown_grace_ms = 10'000;
+  // Queued runs in all before POST /run answers 503 (--max-queued).
+  size_t max_queued = 1000;
+  // A queued run older than this fails as queue_timeout, refunded
+  // (--queue-timeout-ms). Default 10 min.
+  int64_t queue_timeout_ms = 600'000;
+  // Finished runs are purged this long after they end (--retention-ms).
+  // Default 24 h.
+  int64_t retention_ms = 86'400'000;
+  // Ceiling of the store's map in bytes (--max-store-mb); past it, new
+  // runs answer 503 store_full and reads keep working. Default 16 GiB.
+  uint64_t max_store_bytes = 16ull << 30;
   // GET /metrics is served on this address when metrics_port >= 0
   // (--metrics-listen); never on the API's own listener. Default off.
   std::string metrics_host = "127.0.0.1";

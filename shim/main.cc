@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -43,6 +44,9 @@ constexpr std::string_view kServeHelp =
     R"(Usage: dex-shim serve [--data DIR] [--listen HOST:PORT] [--workers N]
                       [--log-level debug|info|warn|error|off]
                       [--metrics-listen HOST:PORT] [--config FILE]
+                      [--max-queued N] [--queue-timeout-ms N]
+                      [--retention-ms N] [--shutdown-grace-ms N]
+                      [--max-store-mb N]
 
 Serves the HTTP API over the store in DIR (default ./dex-data) on
 HOST:PORT (default 127.0.0.1:8080; port 0 picks a free port). Once it
@@ -53,8 +57,16 @@ stderr. --workers sets the sandbox workers (default: one per CPU, at
 least 2). --metrics-listen HOST:PORT serves Prometheus metrics at
 GET /metrics on a listener of its own (default: off); it needs no key,
 so bind it to loopback or a private address. SIGTERM or SIGINT stops
-accepting, gives running work 10 s to finish, leaves queued work for the
-next start, and exits 0.
+accepting, gives running work --shutdown-grace-ms (default 10000) to
+finish, leaves queued work for the next start, and exits 0; runs still
+running then fail as interrupted and are refunded at the next start.
+--max-queued N (default 1000): queued runs in all before POST /run
+answers 503 with Retry-After. --queue-timeout-ms N (default 600000): a
+run queued longer fails with detail queue_timeout and is refunded.
+--retention-ms N (default 86400000, 24 h): finished runs are purged this
+long after they end, then answer 404. --max-store-mb N (default 16384):
+the store's ceiling; past it new runs answer 503 (store_full) while
+reads keep working. Every submission is on disk before its answer.
 )";
 
 constexpr std::string_view kQuickstartHelp =
@@ -122,7 +134,9 @@ int RunServeCommand(const Flags& flags);
 const std::vector<Command>& Commands() {
   static const std::vector<Command> commands = {
       {{"serve"},
-       {"--data", "--listen", "--workers", "--log-level", "--metrics-listen"},
+       {"--data", "--listen", "--workers", "--log-level", "--metrics-listen",
+        "--max-queued", "--queue-timeout-ms", "--retention-ms",
+        "--shutdown-grace-ms", "--max-store-mb"},
        0,
        kServeHelp,
        RunServeCommand},
@@ -166,10 +180,46 @@ int PrintHelp(std::string_view help) {
   return kExitOk;
 }
 
+// The queue, retention, shutdown and store flags of serve, each a count
+// from 1 to `max`.
+Status ParseServeLimits(const Flags& flags, ServeConfig* config) {
+  struct Limit {
+    const char* flag;
+    int64_t max;
+    std::function<void(int64_t)> set;
+  };
+  const Limit limits[] = {
+      {"--max-queued", 1'000'000,
+       [&](int64_t n) { config->max_queued = static_cast<size_t>(n); }},
+      {"--queue-timeout-ms", 366ll * 86'400'000,
+       [&](int64_t n) { config->queue_timeout_ms = n; }},
+      {"--retention-ms", 3660ll * 86'400'000,
+       [&](int64_t n) { config->retention_ms = n; }},
+      {"--shutdown-grace-ms", 86'400'000,
+       [&](int64_t n) { config->shutdown_grace_ms = n; }},
+      {"--max-store-mb", 1ll << 30,
+       [&](int64_t n) { config->max_store_bytes = uint64_t(n) << 20; }},
+  };
+  for (const Limit& limit : limits) {
+    if (!flags.Has(limit.flag)) continue;
+    Result<int64_t> n = ParseCount(limit.flag, flags.Get(limit.flag, ""));
+    if (!n.ok()) return n.status();
+    if (*n < 1 || *n > limit.max) {
+      return Status::Error(Category::kInvalidArgument,
+                           fmt::format("{} must be from 1 to {}", limit.flag,
+                                       limit.max));
+    }
+    limit.set(*n);
+  }
+  return Status::Ok();
+}
+
 int RunServeCommand(const Flags& flags) {
   Result<ServeConfig> config = ServeConfigFromFlags(flags);
-  if (!config.ok()) {
-    fmt::print(stderr, "dex-shim serve: {}\n", config.status().message());
+  Status limits = config.ok() ? ParseServeLimits(flags, &*config)
+                              : config.status();
+  if (!limits.ok()) {
+    fmt::print(stderr, "dex-shim serve: {}\n", limits.message());
     return kExitUsage;
   }
   return RunServe(*config);

@@ -329,3 +329,38 @@ TEST_CASE_FIXTURE(ExecutorFixture, "shutdown refuses new work") {
   CHECK(Submit(user, "x").status().code() == "shutting_down");
   CHECK(Used(user) == 0);
 }
+
+TEST_CASE_FIXTURE(ExecutorFixture,
+                  "concurrent submitters under per-user caps lose no run") {
+  options.workers = 3;
+  Start();
+  std::vector<std::string> users;
+  for (int i = 0; i < 4; ++i) users.push_back(User(100000, 1 + i % 2));
+  std::mutex mu;
+  std::vector<std::pair<std::string, std::string>> runs;  // user, id
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 8; ++t) {
+    clients.emplace_back([&, t] {
+      for (int i = 0; i < 40; ++i) {
+        dex::SubmitRequest request;
+        request.user_id = users[(t + i) % users.size()];
+        request.run.script = std::to_string(t) + "/" + std::to_string(i);
+        request.max_concurrent = 1 + (t + i) % users.size() % 2;
+        auto submitted = executor->Submit(request);
+        if (!submitted.ok()) continue;
+        std::lock_guard<std::mutex> lock(mu);
+        runs.emplace_back(request.user_id, submitted->execution.id);
+      }
+    });
+  }
+  for (auto& c : clients) c.join();
+  REQUIRE(runs.size() == 8 * 40);
+  for (const auto& [user, id] : runs) {
+    CHECK(WaitDone(user, id).state == dex::ExecState::kCompleted);
+  }
+  auto stats = executor->Stats();
+  CHECK(stats.queued == 0);
+  int64_t used = 0;
+  for (const auto& user : users) used += Used(user);
+  CHECK(used == 8 * 40);
+}

@@ -2,7 +2,10 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "tests/test_util.h"
 
@@ -97,4 +100,100 @@ TEST_CASE("a full map grows until its ceiling, then answers store_full") {
   REQUIRE(txn.ok());
   std::string value;
   CHECK(txn->Get(dex::Table::kExecutions, "k0", &value).ok());
+}
+
+TEST_CASE("new work leaves the reserve to finishing work") {
+  dex::test::TempDir dir;
+  dex::StoreOptions options;
+  options.path = dir.path();
+  options.map_bytes = 256 << 10;
+  options.max_map_bytes = 1 << 20;
+  options.reserve_bytes = 256 << 10;
+  auto opened = dex::Store::Open(options);
+  REQUIRE(opened.ok());
+  auto& store = *opened;
+  dex::WriteOptions new_work;
+  new_work.keep_reserve = true;
+  std::string big(32 << 10, 'x');
+  int written = 0;
+  dex::Status last;
+  for (int i = 0; i < 64; ++i) {
+    last = store->Update(
+        [&](dex::Txn& txn) {
+          return txn.Put(dex::Table::kScripts, "s" + std::to_string(i), big);
+        },
+        new_work);
+    if (!last.ok()) break;
+    ++written;
+  }
+  CHECK(written > 8);
+  CHECK(last.code() == "store_full");
+  CHECK(last.message().find("finishing") != std::string::npos);
+  // Finishing work still has room: a result and a deleted script.
+  CHECK(store
+            ->Update([&](dex::Txn& txn) {
+              DEX_RETURN_IF_ERROR(
+                  txn.Put(dex::Table::kExecutions, "done", big));
+              return txn.Delete(dex::Table::kScripts, "s0");
+            })
+            .ok());
+  // Space freed by purges is taken by new work again.
+  CHECK(store
+            ->Update([&](dex::Txn& txn) -> dex::Status {
+              for (int i = 1; i < written; ++i) {
+                DEX_RETURN_IF_ERROR(
+                    txn.Delete(dex::Table::kScripts, "s" + std::to_string(i)));
+              }
+              return dex::Status::Ok();
+            })
+            .ok());
+  CHECK(store
+            ->Update(
+                [&](dex::Txn& txn) {
+                  return txn.Put(dex::Table::kScripts, "again", big);
+                },
+                new_work)
+            .ok());
+}
+
+TEST_CASE("concurrent durable writers all commit through the shared flush") {
+  dex::test::TempDir dir;
+  {
+    auto store = OpenStore(dir.path(), 1 << 20, 64 << 20);
+    REQUIRE(store->durable());
+    std::vector<std::thread> writers;
+    std::atomic<int> failures{0};
+    for (int t = 0; t < 8; ++t) {
+      writers.emplace_back([&, t] {
+        for (int i = 0; i < 25; ++i) {
+          std::string key = std::to_string(t) + "/" + std::to_string(i);
+          dex::Status s = store->Update([&](dex::Txn& txn) {
+            return txn.Put(dex::Table::kUsers, key, "v");
+          });
+          if (!s.ok()) ++failures;
+        }
+      });
+    }
+    for (auto& w : writers) w.join();
+    CHECK(failures == 0);
+    // Nothing new to flush: returns at once.
+    CHECK(store->Sync().ok());
+    // A lazy write is flushed by the next Sync.
+    dex::WriteOptions lazy;
+    lazy.sync = false;
+    CHECK(store
+              ->Update(
+                  [](dex::Txn& txn) {
+                    return txn.Put(dex::Table::kUsers, "lazy", "v");
+                  },
+                  lazy)
+              .ok());
+    CHECK(store->Sync().ok());
+  }
+  auto store = OpenStore(dir.path(), 1 << 20, 64 << 20);
+  auto txn = store->BeginRead();
+  REQUIRE(txn.ok());
+  auto count = txn->Count(dex::Table::kUsers);
+  REQUIRE(count.ok());
+  CHECK(*count == 8 * 25 + 1);
 }
