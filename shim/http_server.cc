@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "shim/json_io.h"
+#include "shim/metrics.h"
 
 namespace dex::shim {
 namespace {
@@ -710,6 +711,9 @@ void HttpServer::Rep::Log(const httplib::Request& req,
               fmt::format("http {} {} {} {} {}ms key={}", t_access.request_id,
                           req.method.empty() ? "-" : req.method, t_access.route,
                           res.status, ms, t_access.key_id));
+  if (options.metrics) {
+    options.metrics->CountRequest(req.method, t_access.route, res.status);
+  }
   t_access.active = false;
 }
 
@@ -934,6 +938,8 @@ int RunServe(const ServeConfig& config, const Prelude& prelude) {
   Status signals = InstallStopSignals();
   if (!signals.ok()) return Die(signals.ToString());
   Logger* logger = StderrLogger(config.log_level);
+  logger->Log(LogLevel::kInfo, fmt::format("dex-shim {} starting; data {}",
+                                           DEX_VERSION, config.data_dir));
   ServiceOptions options;
   options.data_dir = config.data_dir;
   options.executor.workers = config.workers;
@@ -946,7 +952,10 @@ int RunServe(const ServeConfig& config, const Prelude& prelude) {
   // spawner can never inherit it.
   Result<std::unique_ptr<Service>> service = Service::Open(options);
   if (!service.ok()) return Die(service.status().ToString());
-  HttpServer server(service->get(), logger, HttpOptions());
+  Metrics metrics;
+  HttpOptions http_options;
+  http_options.metrics = &metrics;
+  HttpServer server(service->get(), logger, http_options);
   Result<int> port = server.Bind(config.host, config.port);
   if (!port.ok()) return Die(port.status().message());
   std::string url = BaseUrl(config.host, *port);
@@ -956,6 +965,15 @@ int RunServe(const ServeConfig& config, const Prelude& prelude) {
   }
   Status started = server.Start([] { OnStopSignal(0); });
   if (!started.ok()) return Die(started.ToString());
+  MetricsServer metrics_server(service->get(), &metrics);
+  if (config.metrics_port >= 0) {
+    Result<int> bound =
+        metrics_server.Start(config.metrics_host, config.metrics_port);
+    if (!bound.ok()) return Die(bound.status().message());
+    logger->Log(LogLevel::kInfo, "dex-shim metrics on " +
+                                     BaseUrl(config.metrics_host, *bound) +
+                                     "/metrics");
+  }
   fmt::print("listening on {}\n", url);
   std::fflush(stdout);
   logger->Log(LogLevel::kInfo, "dex-shim serving on " + url);
@@ -963,6 +981,7 @@ int RunServe(const ServeConfig& config, const Prelude& prelude) {
   WaitForStopSignal();
   logger->Log(LogLevel::kInfo, "dex-shim stopping");
   server.Stop();
+  metrics_server.Stop();
   (*service)->Shutdown(config.shutdown_grace_ms);
   size_t still_running = (*service)->GetHealth().running;
   if (still_running > 0) {
