@@ -4,7 +4,6 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <regex>
 #include <string>
 #include <thread>
 
@@ -27,10 +26,12 @@ double Sample(const std::string& text, const std::string& series) {
 
 // The metrics port, from the log line serve writes before it is ready.
 int MetricsPort(const std::string& log) {
-  std::smatch m;
+  const std::string kPrefix = "metrics on http://127.0.0.1:";
   std::string text = ReadFile(log);
-  static const std::regex kLine("metrics on http://127\\.0\\.0\\.1:(\\d+)/");
-  return std::regex_search(text, m, kLine) ? std::atoi(m[1].str().c_str()) : 0;
+  size_t at = text.find(kPrefix);
+  return at == std::string::npos
+             ? 0
+             : std::atoi(text.c_str() + at + kPrefix.size());
 }
 
 struct MetricsFixture {
