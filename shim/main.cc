@@ -205,9 +205,9 @@ Status ParseServeLimits(const Flags& flags, ServeConfig* config) {
     Result<int64_t> n = ParseCount(limit.flag, flags.Get(limit.flag, ""));
     if (!n.ok()) return n.status();
     if (*n < 1 || *n > limit.max) {
-      return Status::Error(Category::kInvalidArgument,
-                           fmt::format("{} must be from 1 to {}", limit.flag,
-                                       limit.max));
+      return Status::Error(
+          Category::kInvalidArgument,
+          fmt::format("{} must be from 1 to {}", limit.flag, limit.max));
     }
     limit.set(*n);
   }
@@ -216,8 +216,8 @@ Status ParseServeLimits(const Flags& flags, ServeConfig* config) {
 
 int RunServeCommand(const Flags& flags) {
   Result<ServeConfig> config = ServeConfigFromFlags(flags);
-  Status limits = config.ok() ? ParseServeLimits(flags, &*config)
-                              : config.status();
+  Status limits =
+      config.ok() ? ParseServeLimits(flags, &*config) : config.status();
   if (!limits.ok()) {
     fmt::print(stderr, "dex-shim serve: {}\n", limits.message());
     return kExitUsage;
