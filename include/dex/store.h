@@ -65,8 +65,8 @@ struct StoreOptions {
   // false cost no flush at all. When false, LMDB flushes every commit
   // itself (data, then meta: two fdatasyncs per commit, each paid while
   // holding the single write lock). On the project's VM (fdatasync about
-  // 2 ms median), group commit took POST /run from 2.3 to 1.3 ms mean and
-  // POST /run?wait=true from 60 to 21 ms (docs/readme-durability.md).
+  // 2 ms median), group commit took 200 sequential POST /run from 2.3-2.6
+  // to 1.3-1.4 ms mean (docs/readme-durability.md).
   // Ignored when durable is false.
   bool group_commit = true;
   Logger* logger = NullLogger();
