@@ -296,10 +296,21 @@ TEST_CASE("one user's burst does not starve another user's single run") {
   ShimServer server(dir.path(), {"--workers", "2", "--log-level", "warn",
                                  "--shutdown-grace-ms", "1000"});
   REQUIRE(server.started());
-  for (int i = 0; i < 100; ++i) {
-    REQUIRE(
-        !Submit(server.port(), key_a, "import time\ntime.sleep(0.2)").empty());
+  // Four clients, so few of A's runs end while A is still submitting.
+  std::atomic<int> next{0}, accepted{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&] {
+      while (next++ < 100) {
+        if (!Submit(server.port(), key_a, "import time\ntime.sleep(0.5)")
+                 .empty()) {
+          ++accepted;
+        }
+      }
+    });
   }
+  for (auto& t : clients) t.join();
+  REQUIRE(accepted == 100);
   HttpReply reply = Http(server.port(), "POST", "/run?wait=true", key_b,
                          RunBody("print('b')"));
   REQUIRE_MESSAGE(reply.status == 200, reply.body);
