@@ -437,6 +437,12 @@ void HttpServer::Rep::Configure() {
   });
   server.set_pre_routing_handler(
       [](const httplib::Request& req, httplib::Response& res) {
+        // cpp-httplib would cut every answer to the Range header's ranges,
+        // copying the body once per range (a 1 MiB result times thousands
+        // of "0-" ranges), and answer multipart bodies. dex's bodies are
+        // whole JSON documents: ranges are ignored. The request object is
+        // the server's own, not const.
+        const_cast<httplib::Request&>(req).ranges.clear();
         BeginRequest(req, res);
         return httplib::Server::HandlerResponse::Unhandled;
       });

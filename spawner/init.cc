@@ -523,10 +523,12 @@ class Watch {
     }
     usage->cpu_us += (field[14] + field[15] + field[16] + field[17]) * tick_us_;
     usage->tasks += field[20];
-    snprintf(path, sizeof(path), "/proc/%s/status", pid);
+    // Proportional, not resident, set size: pages a forked child still
+    // shares with its parent count once in all, not once per process.
+    snprintf(path, sizeof(path), "/proc/%s/smaps_rollup", pid);
     if (!ReadProcFile(path, buf, sizeof(buf))) return;
     usage->memory_kb +=
-        StatusField(buf, "RssAnon:") + StatusField(buf, "RssShmem:");
+        StatusField(buf, "Pss_Anon:") + StatusField(buf, "Pss_Shmem:");
   }
 
   static int64_t ScratchUsedKb() {

@@ -73,6 +73,11 @@ const char* const kDenied[] = {
     "memfd_secret",
     "shmget",
     "shmat",
+    // SysV and POSIX message queues hold kernel memory that no process's
+    // RSS shows: up to ~500 MiB per run through msgget at the default
+    // msgmni/msgmnb.
+    "msgget",
+    "mq_open",
     // The clock is shared with the host.
     "settimeofday",
     "clock_settime",
@@ -181,6 +186,18 @@ int DenyPersonalityChanges(scmp_filter_ctx ctx) {
   return 0;
 }
 
+// A warm run's script is a fork of the zygote, so its memory belongs to the
+// host's user namespace: once it made itself non-dumpable, the run's init
+// (root only inside the run) could no longer read its /proc entries, and
+// its memory and CPU would escape the sampler. Refuse PR_SET_DUMPABLE (4);
+// the loader sets it before the filter is loaded. The option is an int:
+// compare its low 32 bits only, as the kernel reads it.
+int DenyDumpableChanges(scmp_filter_ctx ctx) {
+  return seccomp_rule_add(
+      ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(prctl), 1,
+      SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, 4 /* PR_SET_DUMPABLE */));
+}
+
 // 32-bit calls (int 0x80) would bypass a filter written for x86_64 numbers:
 // only the native arch is in the filter, and a foreign one kills the
 // process. libseccomp also sends x32 numbers (>= 0x40000000) there.
@@ -226,6 +243,9 @@ bool CompileSeccompPolicy(std::vector<sock_filter>* program,
   }
   if ((rc = DenyPersonalityChanges(ctx.get())) < 0) {
     return Fail(error, "personality rule", rc);
+  }
+  if ((rc = DenyDumpableChanges(ctx.get())) < 0) {
+    return Fail(error, "prctl rule", rc);
   }
   return Export(ctx.get(), program, error);
 }

@@ -37,6 +37,10 @@ using Clock = std::chrono::steady_clock;
 
 const std::string kCasesPath =
     std::string(DEX_SOURCE_DIR) + "/tests/cases/runs.jsonl";
+// Cases dex's own testing found, kept apart so that runs.jsonl stays a
+// byte-exact copy of the shared list. Replayed the same way.
+const std::string kFoundCasesPath =
+    std::string(DEX_SOURCE_DIR) + "/tests/cases/found.jsonl";
 const std::string kSharedCasesPath =
     std::string(DEX_SOURCE_DIR) + "/../shared/cases/runs.jsonl";
 
@@ -70,6 +74,7 @@ struct HostProcess {
   pid_t ppid = 0;
   char state = '?';
   uint64_t max_uid = 0;  // largest of real, effective, saved and fs uid
+  uint64_t min_uid = UINT64_MAX;  // smallest of them
   std::string name;
 };
 
@@ -97,7 +102,10 @@ std::map<pid_t, HostProcess> ScanProcesses() {
         fields >> proc.ppid;
       } else if (key == "Uid:") {
         uint64_t uid;
-        while (fields >> uid) proc.max_uid = std::max(proc.max_uid, uid);
+        while (fields >> uid) {
+          proc.max_uid = std::max(proc.max_uid, uid);
+          proc.min_uid = std::min(proc.min_uid, uid);
+        }
       }
     }
     if (proc.state != '?') all[proc.pid] = proc;  // gone while reading
@@ -116,18 +124,39 @@ bool DescendsFrom(const std::map<pid_t, HostProcess>& all, pid_t pid,
   return false;
 }
 
-// Processes under a sandbox host uid that descend from `server`. Other
-// engineers' dex servers on this machine use the same uid range, so the
-// uid alone cannot tell runs apart; every process of a run lives in that
-// run's pid namespace, whose init is a child of our server's spawner until
-// it exits (and its exit takes the whole namespace down).
-std::vector<HostProcess> SandboxProcessesOf(pid_t server) {
+// A pre-built sandbox waiting in the spawner's pool (its init and the
+// script process the zygote forked into it): named dex-idle, every uid the
+// entry's own root id (an even offset from the base; a run's user 1000 has
+// the odd one, and cannot rename init). No run started these; they end
+// with the server (checked by "nothing is left once the server is gone").
+bool IsIdlePoolMember(const HostProcess& proc) {
+  return proc.name == "dex-idle" && proc.min_uid == proc.max_uid &&
+         proc.max_uid >= kHostIdBase && (proc.max_uid - kHostIdBase) % 2 == 0;
+}
+
+// Every process under a sandbox host uid that descends from `server`, idle
+// pool members included.
+std::vector<HostProcess> AllSandboxProcessesOf(pid_t server) {
   std::vector<HostProcess> found;
   std::map<pid_t, HostProcess> all = ScanProcesses();
   for (const auto& [pid, proc] : all) {
     if (proc.max_uid >= kHostIdBase && DescendsFrom(all, pid, server)) {
       found.push_back(proc);
     }
+  }
+  return found;
+}
+
+// Processes that runs of `server` started: under a sandbox host uid,
+// descending from `server`, not idle pool members. Other
+// engineers' dex servers on this machine use the same uid range, so the
+// uid alone cannot tell runs apart; every process of a run lives in that
+// run's pid namespace, whose init is a child of our server's spawner until
+// it exits (and its exit takes the whole namespace down).
+std::vector<HostProcess> SandboxProcessesOf(pid_t server) {
+  std::vector<HostProcess> found;
+  for (const HostProcess& proc : AllSandboxProcessesOf(server)) {
+    if (!IsIdlePoolMember(proc)) found.push_back(proc);
   }
   return found;
 }
@@ -320,7 +349,7 @@ bool ParseCase(const rapidjson::Value& json, Case* c, std::string* error) {
 const CaseFile& Cases() {
   static const CaseFile file = [] {
     CaseFile f;
-    std::istringstream in(ReadFile(kCasesPath));
+    std::istringstream in(ReadFile(kCasesPath) + ReadFile(kFoundCasesPath));
     std::string line;
     std::set<std::string> ids;
     for (int number = 1; std::getline(in, line); ++number) {
@@ -693,6 +722,46 @@ TEST_CASE("cases: the leftover scan sees the processes of a live run") {
   std::vector<HostProcess> left = AwaitNoSandboxProcesses(server.pid());
   CHECK_MESSAGE(left.empty(), "left on the host: " << Describe(left));
   CHECK(client.failures().empty());
+}
+
+// Idle pool members are excluded from the scans above; they must still
+// die with the server. Once it has exited its processes are reparented, so
+// they are remembered (pid and name) while it runs.
+TEST_CASE("cases: nothing is left once the server is gone") {
+  TempDir dir;
+  std::string key = CreateUser(dir.path(), "starter");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  CountingClient client(server.port(), key);
+  HttpReply run =
+      client.Call("POST", "/run?wait=true", R"j({"script":"print('hi')\n"})j");
+  CHECK(run.status == 200);
+  auto deadline = Clock::now() + kRunDeadline;
+  std::vector<HostProcess> before;
+  while (before.empty() && Clock::now() < deadline) {
+    before = AllSandboxProcessesOf(server.pid());  // the refilled pool
+    if (before.empty()) std::this_thread::sleep_for(kPollInterval);
+  }
+  CHECK(!before.empty());  // else the check below would pass vacuously
+  CHECK(server.Stop() == 0);
+  auto still_there = [&before] {
+    std::vector<HostProcess> left;
+    std::map<pid_t, HostProcess> now = ScanProcesses();
+    for (const HostProcess& p : before) {
+      auto it = now.find(p.pid);
+      if (it != now.end() && it->second.max_uid >= kHostIdBase) {
+        left.push_back(it->second);
+      }
+    }
+    return left;
+  };
+  auto left_deadline = Clock::now() + kLeftoverDeadline;
+  std::vector<HostProcess> left = still_there();
+  while (!left.empty() && Clock::now() < left_deadline) {
+    std::this_thread::sleep_for(kPollInterval);
+    left = still_there();
+  }
+  CHECK_MESSAGE(left.empty(), "left on the host: " << Describe(left));
 }
 
 TEST_CASE("cases: replay every case against a real server") {

@@ -253,6 +253,36 @@ TEST_CASE("another user's execution and key answer 404") {
   CHECK(ProblemCode(last) == "last_active_key");
 }
 
+constexpr char kBigPrintBody[] = "{\"script\":\"print('x' * 100000)\"}";
+
+// Regression: cpp-httplib applied Range to every answer, copying the body
+// once per range; 500 ranges of "0-" turned a 1 MiB result into 524 MB.
+TEST_CASE("a Range header is ignored: answers stay whole JSON") {
+  TempDir dir;
+  std::string key = CreateUser(dir.path(), "starter");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  HttpReply me =
+      Http(server.port(), "GET", "/me", key, "", {{"Range", "bytes=0-5"}});
+  CHECK(me.status == 200);
+  CHECK(me.Header("content-range").empty());
+  CHECK(Str(Json(me.body), "effective_plan") == "starter");
+
+  HttpReply run =
+      Http(server.port(), "POST", "/run?wait=true", key, kBigPrintBody);
+  REQUIRE(run.status == 200);
+  std::string path = "/result/" + Str(Json(run.body), "execution_id");
+  HttpReply whole = Http(server.port(), "GET", path, key);
+  std::string ranges = "bytes=0-";
+  for (int i = 0; i < 200; ++i) ranges += ",0-";
+  HttpReply ranged =
+      Http(server.port(), "GET", path, key, "", {{"Range", ranges}});
+  CHECK(ranged.status == 200);
+  CHECK(ranged.Header("content-type") == "application/json");
+  CHECK(ranged.body.size() == whole.body.size());
+  CHECK(Str(Json(ranged.body), "stdout").size() == 100001);
+}
+
 TEST_CASE("an Idempotency-Key replays the first run and charges once") {
   TempDir dir;
   std::string key = CreateUser(dir.path(), "starter");
