@@ -11,16 +11,24 @@
 // Supervisor -> init (control pipe): any byte means "wall timeout, kill";
 // end of file means the supervisor is gone, kill too.
 //
-// Warm runs (see docs/readme-warm.md). The spawner keeps pre-built inits
-// whose namespaces, mounts and /proc already exist, their ids not yet
-// mapped. For a run it maps the ids, then sends:
-// - to the pre-built init, on its go socket: the SpawnRequest and, as
-//   SCM_RIGHTS, the fds in WarmInitFd order;
-// - to the zygote (an interpreter started once, `python3 -I -u`), a
-//   ZygoteRequest and the fds in ZygoteFd order.
-// On the link socket init writes one byte once the run's root is final;
-// the script process (forked by the zygote into init's namespaces) answers
-// with its pid in the run's pid namespace as an int32.
+// Warm runs (see docs/readme-warm.md). The spawner keeps a pool of
+// pre-built sandboxes, each made before any request as follows:
+// - the spawner clones an init into fresh namespaces, maps the entry's own
+//   host id pair and writes one byte on the init's go socket;
+// - init builds the whole root (scratch tmpfs at a placeholder size),
+//   pivots and seals it, and writes 'r' on the link socket;
+// - the spawner sends the zygote (an interpreter started once,
+//   `python3 -I -u`) a ZygoteRequest with the fds in ZygoteFd order; its
+//   fork waits for 'r', joins the namespaces and forks the script process,
+//   which init adopts. That process writes its pid in the run's pid
+//   namespace on the link (an int32) and waits on its go socket.
+// For a run the spawner sends:
+// - to the init, on its go socket: the SpawnRequest and, as SCM_RIGHTS,
+//   the fds in WarmInitFd order; init sizes the scratch tmpfs, writes
+//   main.py and writes 'g' on the link;
+// - to the script process, on its go socket: a ZygoteRequest with the
+//   run's limits and the fds in ScriptGoFd order. It waits for 'g' before
+//   it enters /work.
 #ifndef DEX_LIBDEX_SPAWN_PROTOCOL_H_
 #define DEX_LIBDEX_SPAWN_PROTOCOL_H_
 
@@ -46,24 +54,31 @@ enum WarmInitFd {
   kWarmScriptFd = 0,  // as kScriptFd
   kWarmStatusFd,      // as kStatusFd
   kWarmControlFd,     // as kControlFd
-  kWarmLinkFd,        // init's end of the link socket
   kWarmInitFdCount,
 };
 
-// Order of the fds attached to a ZygoteRequest.
+// Order of the fds attached to a ZygoteRequest sent to the zygote.
 enum ZygoteFd {
   kZygotePidfd = 0,  // pidfd of the run's init: the namespaces to join
-  kZygoteStdinFd,
-  kZygoteStdoutFd,
-  kZygoteStderrFd,
-  kZygoteLinkFd,  // the script's end of the link socket
+  kZygoteLinkFd,     // the script's end of the link socket
+  kZygoteGoFd,       // the script's end of its go socket
   kZygoteFdCount,
+};
+
+// Order of the fds attached to a ZygoteRequest sent to a waiting script
+// process on its go socket.
+enum ScriptGoFd {
+  kScriptStdinFd = 0,
+  kScriptStdoutFd,
+  kScriptStderrFd,
+  kScriptGoFdCount,
 };
 
 inline constexpr uint32_t kZygoteMagic = 0x64657a31;  // "dez1"
 
-// Limits the script process sets on itself before it drops privileges.
-// Little-endian, no padding; read by the zygote's Python loader.
+// Limits the script process sets on itself before it drops privileges
+// (zero in the zygote's copy, which only asks for a fork). Little-endian,
+// no padding; read by the zygote's Python loader.
 struct ZygoteRequest {
   uint32_t magic;
   uint32_t reserved;

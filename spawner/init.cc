@@ -40,6 +40,8 @@ constexpr uid_t kScriptId = 1000;
 // namespace; the host's /tmp is untouched.
 constexpr const char* kStage = "/tmp";
 constexpr long kSampleNs = 10'000'000;  // DESIGN: at least every 10 ms
+// A pre-built sandbox's scratch tmpfs until its run sizes it.
+constexpr int64_t kPlaceholderScratchKb = 1024;
 constexpr int64_t kOpenFiles = internal::kScriptOpenFiles;
 constexpr int64_t kFileSizeBytes = internal::kScriptFileSizeBytes;
 
@@ -261,8 +263,18 @@ bool MountScratch(int64_t tmpfs_kb, SetupError* error) {
          MountAt(scratch_tmp.c_str(), tmp, nullptr, MS_BIND, nullptr, error);
 }
 
-bool CopyScript(int script_fd, int64_t size, SetupError* error) {
-  std::string path = std::string(kStage) + "/work/main.py";
+// A pre-built sandbox's scratch tmpfs gets this run's size. /work and
+// /tmp are binds of one tmpfs, so remounting either resizes both.
+bool ResizeScratch(int64_t tmpfs_kb, SetupError* error) {
+  std::string options = "size=" + std::to_string(tmpfs_kb) + "k";
+  return MountAt(nullptr, "/work", nullptr, MS_REMOUNT | MS_NOSUID | MS_NODEV,
+                 options.c_str(), error);
+}
+
+// `path` is the script's place in the run's /work: under the stage before
+// the pivot, /work/main.py after it.
+bool CopyScript(int script_fd, int64_t size, const std::string& path,
+                SetupError* error) {
   UniqueFd out(
       open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (!out.valid()) return Fail(error, "create main.py");
@@ -574,7 +586,7 @@ class Watch {
 
 // The new root, still a stage under kStage. Everything here creates files,
 // so it needs the run's ids mapped (the kernel refuses inodes whose owner
-// has no mapping), which is why a pre-built sandbox does it at go-time.
+// has no mapping): a pre-built sandbox gets its ids when it is made.
 bool BuildStage(SetupError* error) {
   return MakeMountsPrivate(error) && MountStageRoot(error) &&
          BindSystemDirs(error) && MirrorEtc(error) && WriteEtcFiles(error) &&
@@ -586,21 +598,35 @@ bool BuildSandbox(const SpawnRequest& request, int script_fd,
                   SetupError* error) {
   return BecomeNamespaceRoot(error) && BuildStage(error) &&
          MountScratch(request.tmpfs_kb, error) &&
-         CopyScript(script_fd, request.script_bytes, error) &&
+         CopyScript(script_fd, request.script_bytes,
+                    std::string(kStage) + "/work/main.py", error) &&
          PivotRoot(error) && SealRoot(error);
 }
 
-// SIGCHLD only through a signalfd; the script is reaped by Watch.
-int BlockChildSignal(int status_fd) {
+// A pre-built sandbox: the same root, final but for the run's own parts
+// (the scratch tmpfs's size and /work/main.py), which go-time adds.
+bool BuildWarmSandbox(SetupError* error) {
+  return BecomeNamespaceRoot(error) && BuildStage(error) &&
+         MountScratch(kPlaceholderScratchKb, error) && PivotRoot(error) &&
+         SealRoot(error);
+}
+
+// SIGCHLD only through a signalfd; the script is reaped by Watch. -1 on
+// failure, errno set.
+int BlockChildSignal() {
   sigset_t mask;
   sigemptyset(&mask);
   sigaddset(&mask, SIGCHLD);
   sigprocmask(SIG_BLOCK, &mask, nullptr);
-  int signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-  if (signal_fd < 0) {
-    ReportSetupFailure(status_fd, std::string("signalfd: ") + strerror(errno));
-  }
-  return signal_fd;
+  return signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+// What `ps` shows for an init. A pre-built sandbox's processes are named
+// "dex-idle" until their run arrives, so that a host-side scan can tell
+// them from processes a run started (only a process with the sandbox's
+// root id can name them: the script's user cannot rename init).
+void SetProcessName(const char* name) {
+  prctl(PR_SET_NAME, reinterpret_cast<unsigned long>(name), 0, 0, 0);
 }
 
 // The go message of a pre-built init. False when the spawner closed the
@@ -654,7 +680,10 @@ void RunInit(const InitArgs& args) {
   }
   close(args.fds[internal::kScriptFd]);
 
-  int signal_fd = BlockChildSignal(status_fd);
+  int signal_fd = BlockChildSignal();
+  if (signal_fd < 0) {
+    ReportSetupFailure(status_fd, std::string("signalfd: ") + strerror(errno));
+  }
 
   const SpawnRequest& request = *args.request;
   ScriptPlan plan = {};
@@ -688,37 +717,50 @@ void RunInit(const InitArgs& args) {
   watch.Run(script, signal_fd);
 }
 
-void RunWarmInit(int go_fd) {
-  // The namespaces (the costly part: the net namespace above all) exist
-  // already. Until the run's ids are mapped nothing can be created in
-  // them, and this process shows the spawner's ids on the host.
+void RunWarmInit(int go_fd, int link_fd) {
+  // The spawner writes one byte once our id maps exist; end of file means
+  // it gave up on us (or the pool shrank).
+  SetProcessName("dex-idle");
+  char mapped = 0;
+  if (read(go_fd, &mapped, 1) != 1) _exit(0);
+  SetupError error;
+  if (!BuildWarmSandbox(&error)) {
+    fprintf(stderr, "dex-spawner: pre-built sandbox: %s\n", error.text.c_str());
+    _exit(1);
+  }
+  int signal_fd = BlockChildSignal();
+  if (signal_fd < 0) _exit(1);
+
+  // The root is final: the zygote's fork may join our namespaces now. Its
+  // script process becomes our child when that fork exits, and waits for
+  // its run as we do.
+  char ready = 'r';
+  if (send(link_fd, &ready, 1, MSG_NOSIGNAL) != 1) _exit(1);
+  pid_t script = ReceiveScriptPid(link_fd);
+  if (script < 0) _exit(1);
+
   SpawnRequest request;
   int fds[internal::kWarmInitFdCount];
   if (!ReceiveGo(go_fd, &request, fds)) _exit(0);
   close(go_fd);
+  SetProcessName("dex-init");
   int status_fd = fds[internal::kWarmStatusFd];
-  int link_fd = fds[internal::kWarmLinkFd];
-  SetupError error;
-  if (!BuildSandbox(request, fds[internal::kWarmScriptFd], &error)) {
+  if (!ResizeScratch(request.tmpfs_kb, &error) ||
+      !CopyScript(fds[internal::kWarmScriptFd], request.script_bytes,
+                  "/work/main.py", &error)) {
     ReportSetupFailure(status_fd, error.text);
   }
   close(fds[internal::kWarmScriptFd]);
-  int signal_fd = BlockChildSignal(status_fd);
-
-  // The root is final: the zygote may join our namespaces now.
-  char ready = 'r';
-  if (send(link_fd, &ready, 1, MSG_NOSIGNAL) != 1) {
-    ReportSetupFailure(status_fd, "link to the zygote: closed");
+  char go = 'g';
+  if (send(link_fd, &go, 1, MSG_NOSIGNAL) != 1) {
+    ReportSetupFailure(status_fd, "link to the script process: closed");
   }
-  pid_t script = ReceiveScriptPid(link_fd);
-  if (script < 0) ReportSetupFailure(status_fd, "zygote: no script process");
   close(link_fd);
   InitMessage started = {};
   started.kind = internal::kStarted;
   started.mono_ns = MonotonicNs();
   WriteMessage(status_fd, started);
-  // The script is our child once its forking parent has exited; Watch
-  // reaps it then, its exit status and CPU time included.
+  // Watch reaps the script, its exit status and CPU time included.
   Watch watch(request, status_fd, fds[internal::kWarmControlFd]);
   watch.Run(script, signal_fd);
 }

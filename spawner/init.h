@@ -23,11 +23,12 @@ extern char* const* const kScriptEnvironment;
 // Runs in the child of clone(), never returns.
 [[noreturn]] void RunInit(const InitArgs& args);
 
-// A pre-built init (warm runs): runs in the child of clone() before its ids
-// are mapped and waits on `go_fd` for its run (see spawn_protocol.h), then
-// builds the root and adopts the script the zygote forks into its
-// namespaces. Exits quietly when the socket ends unused.
-[[noreturn]] void RunWarmInit(int go_fd);
+// A pre-built init (warm runs): runs in the child of clone(). Once the
+// spawner has mapped its ids (one byte on `go_fd`) it builds the whole root
+// and adopts the script process the zygote forks into its namespaces
+// (`link_fd`, see spawn_protocol.h); then it waits on `go_fd` for its run.
+// Exits quietly, taking its namespaces down, when the socket ends unused.
+[[noreturn]] void RunWarmInit(int go_fd, int link_fd);
 
 }  // namespace dex::spawner
 

@@ -4,10 +4,11 @@
 // nothing else open but stderr; its options come as arguments (see
 // ParseOptions). It serves one request at a time and replies with the
 // run's init as a pidfd. Cold: clone the run's init into fresh namespaces,
-// write its id maps, release it. Warm (the default): take a pre-built init
-// from a bounded pool, map its ids, hand it the run, and have the zygote
-// fork a started interpreter into its namespaces (docs/readme-warm.md).
-// Between requests it refills the pool. It reaps inits as they exit and
+// write its id maps, release it. Warm (the default): take a pre-built
+// sandbox from a bounded pool (ids mapped, root built and sealed, a script
+// process forked by the zygote already waiting in it) and hand its init
+// and its script process the run (docs/readme-warm.md). Between requests
+// it refills the pool. It reaps inits as they exit and
 // ends when the library closes the socket.
 #include <errno.h>
 #include <fcntl.h>
@@ -206,10 +207,11 @@ bool WriteFile(const std::string& path, const std::string& text) {
 
 // Sandbox root (0) and user (1000) map to the run's own host ids; nothing
 // else is mapped, so every other host id shows as the overflow id.
-bool WriteIdMaps(pid_t pid, const SpawnRequest& request, std::string* error) {
+bool WriteIdMaps(pid_t pid, uint32_t root_id, uint32_t user_id,
+                 std::string* error) {
   std::string dir = "/proc/" + std::to_string(pid) + "/";
-  std::string root = std::to_string(request.host_root_id);
-  std::string user = std::to_string(request.host_user_id);
+  std::string root = std::to_string(root_id);
+  std::string user = std::to_string(user_id);
   std::string map = "0 " + root + " 1\n1000 " + user + " 1\n";
   if (!WriteFile(dir + "uid_map", map)) {
     *error = ErrnoText("write uid_map");
@@ -232,12 +234,20 @@ bool ValidRequest(const Received& received) {
          r.processes > 0 && r.tmpfs_kb > 0 && r.script_bytes >= 0;
 }
 
-// A pre-built init waiting for its run: namespaces, mounts and /proc exist;
-// its ids are not mapped yet, so it runs under the spawner's own ids.
+// A pre-built sandbox waiting for its run: its init (namespaces, ids
+// mapped, root built and sealed) and the script process the zygote forked
+// into it. Both run under the entry's own host root id while they wait.
 struct PooledInit {
   pid_t pid = -1;
   UniqueFd pidfd;
-  UniqueFd go;  // closing it unused makes the init exit
+  uint32_t host_root_id = 0;  // host_root_id + 1 is its user 1000
+  UniqueFd go;         // to init; closing it unused makes the sandbox exit
+  UniqueFd script_go;  // to the script process; closing it makes it exit
+
+  bool Alive() const {
+    pollfd p = {pidfd.get(), POLLIN, 0};
+    return poll(&p, 1, 0) == 0;
+  }
 };
 
 class Spawner {
@@ -257,8 +267,8 @@ class Spawner {
       SendReply(ErrorReply("spawner: malformed request"), -1);
       return;
     }
-    AssignIds(&received->request);
     if (zygote_ != nullptr && ServeWarm(received)) return;
+    AssignIds(&received->request);
     UniqueFd pidfd;
     SpawnReply reply = {};
     std::string error;
@@ -284,6 +294,26 @@ class Spawner {
         std::max<int64_t>(0, (due - MonotonicNs()) / 1'000'000 + 1));
   }
 
+  // The library is gone: takes the pool down and reaps it, so that no
+  // idle sandbox outlives the spawner (orphans would wait on the host's
+  // init to be reaped). The zygote exits at its socket's end of file.
+  void Shutdown() {
+    for (PooledInit& init : pool_) {
+      syscall(SYS_pidfd_send_signal, init.pidfd.get(), SIGKILL, nullptr, 0);
+    }
+    for (PooledInit& init : pool_) {
+      while (waitpid(init.pid, nullptr, 0) < 0 && errno == EINTR) {
+      }
+    }
+    pool_.clear();
+    if (zygote_ != nullptr) {
+      pid_t zygote_pid = zygote_->pid();
+      zygote_.reset();
+      while (waitpid(zygote_pid, nullptr, 0) < 0 && errno == EINTR) {
+      }
+    }
+  }
+
   // Called when nothing else is waiting: builds one init, or shrinks the
   // pool by one after an idle period.
   void TendPool() {
@@ -303,55 +333,54 @@ class Spawner {
   }
 
  private:
-  void AssignIds(SpawnRequest* request) {
+  // The next host id pair's root id; its user id is one more.
+  uint32_t NextRootId() {
     uint32_t pair = next_pair_++ % options_.host_id_count;
-    request->host_root_id = options_.host_id_base + 2 * pair;
+    return options_.host_id_base + 2 * pair;
+  }
+
+  void AssignIds(SpawnRequest* request) {
+    request->host_root_id = NextRootId();
     request->host_user_id = request->host_root_id + 1;
   }
 
-  // A pre-built init and the zygote serve the run. False (nothing sent to
-  // the library yet) when warm runs are unavailable: the caller goes cold.
+  // A pre-built sandbox serves the run. False (nothing sent to the library
+  // yet) when warm runs are unavailable: the caller goes cold.
   bool ServeWarm(Received* received) {
     PooledInit init;
-    if (!pool_.empty()) {
+    while (!pool_.empty() && !init.pidfd.valid()) {
       init = std::move(pool_.front());
       pool_.pop_front();
-    } else {
+      if (!init.Alive()) init = PooledInit();
+    }
+    if (!init.pidfd.valid()) {
       target_ = std::min(options_.warm_pool_max, target_ + 1);
       if (!BuildPooledInit(&init)) return false;
     }
-    std::string error;
-    if (!WriteIdMaps(init.pid, received->request, &error)) return false;
-    int link[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, link) < 0) {
-      return false;
-    }
-    UniqueFd init_link(link[0]), script_link(link[1]);
-    const SpawnRequest& request = received->request;
-    ZygoteRequest zygote_request = {};
-    zygote_request.magic = internal::kZygoteMagic;
-    zygote_request.processes = request.processes;
-    zygote_request.cpu_seconds = request.cpu_ms / 1000 + 2;
-    zygote_request.open_files = internal::kScriptOpenFiles;
-    zygote_request.file_size_bytes = internal::kScriptFileSizeBytes;
+    SpawnRequest& request = received->request;
+    request.host_root_id = init.host_root_id;
+    request.host_user_id = init.host_root_id + 1;
     std::vector<UniqueFd>& fds = received->fds;
-    int to_zygote[internal::kZygoteFdCount] = {
-        init.pidfd.get(), fds[internal::kStdinFd].get(),
-        fds[internal::kStdoutFd].get(), fds[internal::kStderrFd].get(),
-        script_link.get()};
-    if (!zygote_->Send(zygote_request, to_zygote)) {
-      fprintf(stderr, "dex-spawner: zygote gone; runs are cold from now\n");
-      zygote_.reset();
-      pool_.clear();
-      return false;
-    }
-    int to_init[internal::kWarmInitFdCount] = {
-        fds[internal::kScriptFd].get(), fds[internal::kStatusFd].get(),
-        fds[internal::kControlFd].get(), init_link.get()};
+    int to_init[internal::kWarmInitFdCount] = {fds[internal::kScriptFd].get(),
+                                               fds[internal::kStatusFd].get(),
+                                               fds[internal::kControlFd].get()};
     if (!SendWithFds(init.go.get(), &request, sizeof(request), to_init,
                      internal::kWarmInitFdCount)) {
-      return false;  // that init died; the zygote's fork sees end of file
+      return false;  // that init died before its run: go cold
     }
+    // From here on the init owns the run and reports on it, even should
+    // its script process be gone (it then fails the run's set-up).
+    ZygoteRequest limits = {};
+    limits.magic = internal::kZygoteMagic;
+    limits.processes = request.processes;
+    limits.cpu_seconds = request.cpu_ms / 1000 + 2;
+    limits.open_files = internal::kScriptOpenFiles;
+    limits.file_size_bytes = internal::kScriptFileSizeBytes;
+    int to_script[internal::kScriptGoFdCount] = {
+        fds[internal::kStdinFd].get(), fds[internal::kStdoutFd].get(),
+        fds[internal::kStderrFd].get()};
+    SendWithFds(init.script_go.get(), &limits, sizeof(limits), to_script,
+                internal::kScriptGoFdCount);
     SpawnReply reply = {};
     reply.ok = 1;
     reply.pid = init.pid;
@@ -361,12 +390,24 @@ class Spawner {
     return true;
   }
 
+  // Makes one pool entry: clones its init, maps the entry's ids, lets it
+  // build the root, and asks the zygote for its script process. Neither
+  // step is waited for; a run that takes the entry early queues behind
+  // them.
   bool BuildPooledInit(PooledInit* init) {
-    int pair[2];
+    int pair[2], link[2], script_go[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) {
       return false;
     }
     UniqueFd ours(pair[0]), theirs(pair[1]);
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, link) < 0) {
+      return false;
+    }
+    UniqueFd init_link(link[0]), script_link(link[1]);
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, script_go) < 0) {
+      return false;
+    }
+    UniqueFd script_go_ours(script_go[0]), script_go_theirs(script_go[1]);
     int pidfd_raw = -1;
     clone_args args = {};
     args.flags = kNamespaces | CLONE_PIDFD;
@@ -375,12 +416,33 @@ class Spawner {
     long pid = syscall(SYS_clone3, &args, sizeof(args));
     if (pid < 0) return false;
     if (pid == 0) {
-      CloseAllExcept({theirs.get()});
-      RunWarmInit(theirs.Release());
+      CloseAllExcept({theirs.get(), init_link.get()});
+      RunWarmInit(theirs.Release(), init_link.Release());
     }
     init->pid = static_cast<pid_t>(pid);
     init->pidfd.Reset(pidfd_raw);
     init->go = std::move(ours);
+    init->script_go = std::move(script_go_ours);
+    init->host_root_id = NextRootId();
+    std::string error;
+    char mapped = 'm';
+    if (!WriteIdMaps(init->pid, init->host_root_id, init->host_root_id + 1,
+                     &error) ||
+        write(init->go.get(), &mapped, 1) != 1) {
+      *init = PooledInit();  // its go socket's end of file ends it
+      return false;
+    }
+    ZygoteRequest fork_request = {};
+    fork_request.magic = internal::kZygoteMagic;
+    int to_zygote[internal::kZygoteFdCount] = {
+        init->pidfd.get(), script_link.get(), script_go_theirs.get()};
+    if (!zygote_->Send(fork_request, to_zygote)) {
+      fprintf(stderr, "dex-spawner: zygote gone; runs are cold from now\n");
+      zygote_.reset();
+      pool_.clear();
+      *init = PooledInit();
+      return false;
+    }
     return true;
   }
 
@@ -406,7 +468,8 @@ class Spawner {
     if (pid == 0) RunChild(received, sync_read.Release());
     pidfd->Reset(pidfd_raw);
     sync_read.Reset();
-    if (!WriteIdMaps(pid, received->request, error)) {
+    if (!WriteIdMaps(pid, received->request.host_root_id,
+                     received->request.host_user_id, error)) {
       // Closing the sync pipe unwritten makes the child exit.
       return -1;
     }
@@ -506,6 +569,7 @@ int Main(int argc, char** argv) {
   }
   // Library gone: the inits still running notice their control pipe's end
   // of file and kill their runs; reap those that already ended.
+  spawner.Shutdown();
   ReapChildren(signal_fd.get());
   return 0;
 }

@@ -24,16 +24,20 @@ constexpr int kStartTimeoutMs = 10'000;
 
 // The loader, run as `python3 -I -u -c SOURCE` (so `-I` and `-u` hold as in
 // a cold run). Three roles, one after the other:
-// - the zygote: waits for requests; for each, enters the run's pid
-//   namespace just long enough to fork;
-// - the fork's child: waits until the run's init has finished the new
-//   root, joins the run's other namespaces, forks the script process, and
-//   exits so that the run's init adopts it;
-// - the script process: the steps of a cold run between fork and exec,
-//   in the same order (rlimits, setsid, ids, stdio, fds, no_new_privs,
-//   seccomp last), then runs /work/main.py as `python3 -I -u main.py`
-//   would: same argv, `__main__`, tracebacks and exit codes; at the end it
-//   does the observable part of interpreter shutdown and then _exit().
+// - the zygote: waits for requests, each for a pool entry made before any
+//   run; for each, enters the entry's pid namespace just long enough to
+//   fork;
+// - the fork's child: keeps only the entry's fds, waits until the entry's
+//   init has finished the new root, joins the other namespaces as root of
+//   the entry's user namespace, forks the script process, and exits so
+//   that the init adopts it;
+// - the script process: tells init its pid and waits for its run on its go
+//   socket (exits if that ends unused). Then the steps of a cold run
+//   between fork and exec, in the same order (rlimits, setsid, ids, stdio,
+//   fds, no_new_privs, seccomp last); it enters /work once init has put
+//   main.py there, and runs it as `python3 -I -u main.py` would: same
+//   argv, `__main__`, tracebacks and exit codes; at the end it does the
+//   observable part of interpreter shutdown and then _exit().
 // Any failure before the script runs ends that process with 126.
 constexpr const char kLoader[] = R"PY(
 import os, sys, signal, resource, ctypes, array, struct, _socket, atexit
@@ -63,17 +67,29 @@ def zygote():
         fds = fds.tolist()
         if (len(msg) == 40 and len(fds) == FD_COUNT and
                 struct.unpack_from("<I", msg)[0] == MAGIC and
-                libc.setns(fds[0], CLONE_NEWPID) == 0):
+                libc.setns(fds[PIDFD], CLONE_NEWPID) == 0):
             try:
                 pid = os.fork()
             except OSError:
                 pid = -1
             if pid == 0:
                 sock.detach()
-                return libc, code, prog, fds, struct.unpack("<IIqqqq", msg)
+                close_except(fds)
+                return libc, code, prog, fds
             libc.setns(own_pid_ns, CLONE_NEWPID)
         for fd in fds:
             os.close(fd)
+
+def close_except(keep):
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
+
+def set_name(libc, name):
+    buffer = ctypes.create_string_buffer(name)
+    libc.prctl(PR_SET_NAME, ctypes.addressof(buffer), 0, 0, 0)
 
 def enter(libc, fds):
     try:
@@ -82,10 +98,40 @@ def enter(libc, fds):
         ready = b""
     if ready != b"r" or libc.setns(fds[PIDFD], JOIN_NAMESPACES) != 0:
         os._exit(1)
+    # Root of the entry's user namespace: while it waits, the host sees
+    # the entry's own root id, never the zygote's.
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    # Inherited SIG_IGN would have the kernel discard a child that exits
+    # before its adoption: init would never reap its script.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     if os.fork() != 0:
         os._exit(0)
+    os.close(fds[PIDFD])
+    set_name(libc, b"dex-idle")
+    # Only once init (pid 1 here) has adopted us may it expect our exit.
+    while os.getppid() != 1:
+        os.sched_yield()
+    os.write(fds[LINK], struct.pack("=i", os.getpid()))
 
-def become_script(libc, prog, fds, limits):
+def await_run(fds):
+    go = _socket.socket(fileno=fds[GO])
+    try:
+        msg, ancillary, _, _ = go.recvmsg(64, _socket.CMSG_SPACE(GO_FD_COUNT * 4))
+    except OSError:
+        os._exit(0)
+    stdio = array.array("i")
+    for level, kind, data in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            stdio.frombytes(data[:len(data) - len(data) % 4])
+    stdio = stdio.tolist()
+    if (len(msg) != 40 or len(stdio) != GO_FD_COUNT or
+            struct.unpack_from("<I", msg)[0] != MAGIC):
+        os._exit(0)
+    go.close()
+    return stdio, struct.unpack("<IIqqqq", msg)
+
+def become_script(libc, prog, link, stdio, limits):
     _, _, processes, cpu_seconds, open_files, file_size = limits
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setsid()
@@ -100,8 +146,6 @@ def become_script(libc, prog, fds, limits):
             pass
     # Root of the run's user namespace first: leaving it for uid 1000 then
     # clears every capability, as in a cold run.
-    os.setresgid(0, 0, 0)
-    os.setresuid(0, 0, 0)
     os.setresgid(SCRIPT_ID, SCRIPT_ID, SCRIPT_ID)
     os.setresuid(SCRIPT_ID, SCRIPT_ID, SCRIPT_ID)
     if libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0:
@@ -111,11 +155,14 @@ def become_script(libc, prog, fds, limits):
             if line.startswith((b"CapPrm:", b"CapEff:", b"CapAmb:")):
                 if int(line.split()[1], 16) != 0:
                     raise OSError("capabilities left")
-    os.dup2(fds[STDIN], 0)
-    os.dup2(fds[STDOUT], 1)
-    os.dup2(fds[STDERR], 2)
+    os.dup2(stdio[STDIN], 0)
+    os.dup2(stdio[STDOUT], 1)
+    os.dup2(stdio[STDERR], 2)
+    set_name(libc, b"python3")
+    # /work is this run's once init has sized it and written main.py.
+    if os.read(link, 1) != b"g":
+        raise OSError("init gave up")
     os.chdir("/work")
-    os.write(fds[LINK], struct.pack("=i", os.getpid()))
     os.closerange(3, 1 << 20)
     if (libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or
             libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER,
@@ -186,13 +233,15 @@ def finish(main, code, interrupted):
         os.kill(os.getpid(), signal.SIGINT)
     os._exit(code)
 
-_libc, _code, _prog, _fds, _limits = zygote()
+_libc, _code, _prog, _fds = zygote()
 enter(_libc, _fds)
+_stdio, _limits = await_run(_fds)
 try:
-    become_script(_libc, _prog, _fds, _limits)
+    become_script(_libc, _prog, _fds[LINK], _stdio, _limits)
 except BaseException:
     os._exit(126)
-del zygote, enter, become_script, _libc, _code, _prog, _fds, _limits
+del zygote, close_except, set_name, enter, await_run, become_script
+del _libc, _code, _prog, _fds, _stdio, _limits
 run_main()
 )PY";
 
@@ -206,14 +255,17 @@ std::string Constants() {
   add("MAGIC", internal::kZygoteMagic);
   add("FD_COUNT", kZygoteFdCount);
   add("PIDFD", internal::kZygotePidfd);
-  add("STDIN", internal::kZygoteStdinFd);
-  add("STDOUT", internal::kZygoteStdoutFd);
-  add("STDERR", internal::kZygoteStderrFd);
   add("LINK", internal::kZygoteLinkFd);
+  add("GO", internal::kZygoteGoFd);
+  add("GO_FD_COUNT", internal::kScriptGoFdCount);
+  add("STDIN", internal::kScriptStdinFd);
+  add("STDOUT", internal::kScriptStdoutFd);
+  add("STDERR", internal::kScriptStderrFd);
   add("CLONE_NEWPID", CLONE_NEWPID);
   add("JOIN_NAMESPACES", kJoin);
   add("SCRIPT_ID", 1000);
   add("PR_SET_DUMPABLE", 4);
+  add("PR_SET_NAME", 15);
   add("PR_SET_NO_NEW_PRIVS", 38);
   add("PR_SET_SECCOMP", 22);
   add("SECCOMP_MODE_FILTER", 2);

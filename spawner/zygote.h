@@ -30,7 +30,8 @@ class Zygote {
   // handling reaps it.
   ~Zygote() = default;
 
-  // Asks for one script process. False when the zygote is gone.
+  // Asks for one pool entry's script process (fds in ZygoteFd order).
+  // False when the zygote is gone.
   bool Send(const internal::ZygoteRequest& request,
             const int fds[internal::kZygoteFdCount]);
 

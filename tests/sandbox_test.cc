@@ -57,22 +57,63 @@ std::string ReadFile(const std::string& path) {
   return text.str();
 }
 
-// Host pids whose real uid lies in this process's sandbox id range.
-std::vector<int> SandboxPidsOnHost() {
-  std::vector<int> pids;
+struct HostProcess {
+  int pid = 0;
+  std::string name;
+  std::vector<uint64_t> uids;  // real, effective, saved, filesystem
+};
+
+// Host processes with any uid in [base, base + 2 * count).
+std::vector<HostProcess> SandboxProcessesOnHost(uint32_t base, uint32_t count) {
+  std::vector<HostProcess> found;
   DIR* proc = opendir("/proc");
   while (dirent* entry = readdir(proc)) {
     int pid = std::atoi(entry->d_name);
     if (pid <= 0) continue;
-    std::string status = ReadFile("/proc/" + std::to_string(pid) + "/status");
-    size_t at = status.find("Uid:");
-    if (at == std::string::npos) continue;
-    uint64_t uid = std::strtoull(status.c_str() + at + 4, nullptr, 10);
-    if (uid >= kHostIdBase && uid < kHostIdBase + 2 * kHostIdCount) {
-      pids.push_back(pid);
+    std::istringstream status(
+        ReadFile("/proc/" + std::to_string(pid) + "/status"));
+    HostProcess p;
+    p.pid = pid;
+    bool in_range = false;
+    std::string line;
+    while (std::getline(status, line)) {
+      std::istringstream fields(line);
+      std::string key;
+      fields >> key;
+      if (key == "Name:") fields >> p.name;
+      if (key != "Uid:") continue;
+      uint64_t uid;
+      while (fields >> uid) {
+        p.uids.push_back(uid);
+        in_range = in_range || (uid >= base && uid < base + 2 * count);
+      }
     }
+    if (in_range) found.push_back(p);
   }
   closedir(proc);
+  return found;
+}
+
+// A pre-built sandbox waiting in the pool (its init and its script
+// process): named dex-idle, every uid its own root id (even offsets; a
+// run's user has the odd one and cannot rename init). These belong to no
+// run; they end with the Sandbox.
+bool IsIdlePoolMember(const HostProcess& p, uint32_t base) {
+  if (p.name != "dex-idle" || p.uids.empty()) return false;
+  for (uint64_t uid : p.uids) {
+    if (uid < base || (uid - base) % 2 != 0 || uid != p.uids[0]) return false;
+  }
+  return true;
+}
+
+// Host pids of processes that runs of this binary started (idle pool
+// members excluded).
+std::vector<int> SandboxPidsOnHost() {
+  std::vector<int> pids;
+  for (const HostProcess& p :
+       SandboxProcessesOnHost(kHostIdBase, kHostIdCount)) {
+    if (!IsIdlePoolMember(p, kHostIdBase)) pids.push_back(p.pid);
+  }
   return pids;
 }
 
@@ -456,6 +497,53 @@ TEST_CASE("a missing spawner makes Open unavailable") {
         "sandbox: no dex-spawner at /nonexistent/dex-spawner");
 }
 
+TEST_CASE("idle pre-built sandboxes run under their own root id") {
+  MustRun("print(1)\n");  // the pool refills after a run
+  std::vector<HostProcess> idle;
+  for (int i = 0; i < 200 && idle.size() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    idle.clear();
+    for (const HostProcess& p :
+         SandboxProcessesOnHost(kHostIdBase, kHostIdCount)) {
+      if (IsIdlePoolMember(p, kHostIdBase)) idle.push_back(p);
+    }
+  }
+  // At least one entry: its init and its script process, both under the
+  // entry's root id, never its user id, never the host's root.
+  REQUIRE(idle.size() >= 2);
+  for (const HostProcess& p : idle) {
+    CHECK(p.uids[0] >= kHostIdBase);
+    CHECK((p.uids[0] - kHostIdBase) % 2 == 0);
+  }
+}
+
+TEST_CASE("no sandbox process outlives its Sandbox, idle ones included") {
+  // An id range of its own, apart from the shared sandbox's.
+  const uint32_t base = kHostIdBase + 2 * kHostIdCount - 2 * 1000;
+  SandboxOptions options;
+  options.host_id_base = base;
+  options.host_id_count = 1000;
+  options.warm_pool_min = 3;
+  auto opened = Sandbox::Open(options);
+  REQUIRE_MESSAGE(opened.ok(), opened.status().ToString());
+  RunRequest request;
+  request.script = "print(1)\n";
+  REQUIRE((*opened)->Run(request).ok());
+  bool seen = false;
+  for (int i = 0; i < 300 && !seen; ++i) {
+    seen = !SandboxProcessesOnHost(base, 1000).empty();
+    if (!seen) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(seen);  // else the check below would pass vacuously
+  opened.value().reset();
+  std::vector<HostProcess> left = SandboxProcessesOnHost(base, 1000);
+  for (int i = 0; i < 500 && !left.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    left = SandboxProcessesOnHost(base, 1000);
+  }
+  CHECK(left.empty());
+}
+
 TEST_CASE("runs are warm by default") {
   MustRun("pass\n");
   CHECK(SharedSandbox()->warm());
@@ -511,7 +599,8 @@ TEST_CASE("a warm script holds no capability and no privilege") {
 TEST_CASE("atexit handlers run and unclosed files are flushed at exit") {
   RunOutcome outcome = MustRun(
       "import atexit\natexit.register(print, 'bye')\n"
-      "import os\nf = os.fdopen(os.dup(1), 'w')\nf.write('x')\nraise SystemExit(4)\n");
+      "import os\nf = os.fdopen(os.dup(1), 'w')\nf.write('x')\nraise "
+      "SystemExit(4)\n");
   CHECK(outcome.exit_code == 4);
   CHECK(outcome.stdout_data == "bye\nx");
 }
