@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <mutex>
 #include <shared_mutex>
+#include <vector>
 
 namespace dex {
 namespace {
@@ -70,7 +71,35 @@ struct Store::Rep {
 
   Status CheckReserve();
 
+  // Read transactions that ended, kept reset for reuse: renewing one skips
+  // LMDB's reader-table lock, which every fresh read transaction takes
+  // under MDB_NOTLS. Any thread may renew any of them. Guarded by idle_mu.
+  std::mutex idle_mu;
+  std::vector<MDB_txn*> idle_reads;
+  static constexpr size_t kMaxIdleReads = 64;
+
+  MDB_txn* TakeIdleRead() {
+    std::lock_guard<std::mutex> lock(idle_mu);
+    if (idle_reads.empty()) return nullptr;
+    MDB_txn* txn = idle_reads.back();
+    idle_reads.pop_back();
+    return txn;
+  }
+
+  // REQUIRES: txn is a read transaction that was just reset.
+  void KeepIdleRead(MDB_txn* txn) {
+    {
+      std::lock_guard<std::mutex> lock(idle_mu);
+      if (idle_reads.size() < kMaxIdleReads) {
+        idle_reads.push_back(txn);
+        return;
+      }
+    }
+    mdb_txn_abort(txn);
+  }
+
   ~Rep() {
+    for (MDB_txn* txn : idle_reads) mdb_txn_abort(txn);
     if (!env) return;
     // MDB_NOSYNC leaves the last commits to the kernel: flush them, so a
     // clean close (the admin commands') is durable.
@@ -169,8 +198,16 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
 
 Result<Txn> Store::BeginRead() {
   rep_->resize_mu.lock_shared();
-  MDB_txn* txn = nullptr;
-  int rc = mdb_txn_begin(rep_->env, nullptr, MDB_RDONLY, &txn);
+  MDB_txn* txn = rep_->TakeIdleRead();
+  int rc = MDB_BAD_TXN;
+  if (txn != nullptr) {
+    rc = mdb_txn_renew(txn);
+    if (rc != 0) {
+      mdb_txn_abort(txn);
+      txn = nullptr;
+    }
+  }
+  if (txn == nullptr) rc = mdb_txn_begin(rep_->env, nullptr, MDB_RDONLY, &txn);
   if (rc == MDB_MAP_RESIZED) {
     // Another process grew the map: adopt its size, then begin again.
     rep_->resize_mu.unlock_shared();
@@ -305,7 +342,13 @@ Txn::~Txn() { Abort(); }
 
 void Txn::Abort() {
   if (!txn_) return;
-  mdb_txn_abort(static_cast<MDB_txn*>(txn_));
+  auto* txn = static_cast<MDB_txn*>(txn_);
+  if (writable_) {
+    mdb_txn_abort(txn);
+  } else {
+    mdb_txn_reset(txn);
+    store_->rep_->KeepIdleRead(txn);
+  }
   txn_ = nullptr;
   store_->rep_->resize_mu.unlock_shared();
 }

@@ -197,3 +197,22 @@ TEST_CASE("concurrent durable writers all commit through the shared flush") {
   REQUIRE(count.ok());
   CHECK(*count == 8 * 25 + 1);
 }
+
+// Read transactions are reused (reset, then renewed): a renewed one must
+// see what was committed since it was last used, not its old snapshot.
+TEST_CASE("a reused read transaction sees later commits") {
+  dex::test::TempDir dir;
+  auto store = OpenStore(dir.path(), 1 << 20, 1 << 20);
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(store
+                ->Update([&](dex::Txn& txn) {
+                  return txn.Put(dex::Table::kUsers, "u", std::to_string(i));
+                })
+                .ok());
+    auto txn = store->BeginRead();
+    REQUIRE(txn.ok());
+    std::string value;
+    CHECK(txn->Get(dex::Table::kUsers, "u", &value).ok());
+    CHECK(value == std::to_string(i));
+  }
+}
