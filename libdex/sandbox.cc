@@ -121,8 +121,10 @@ bool IsExecutable(const std::string& path) {
   return !path.empty() && access(path.c_str(), X_OK) == 0;
 }
 
-// Options, then $DEX_SPAWNER, then next to the running executable, then the
-// build tree, then the installed copy.
+// Options, then $DEX_SPAWNER, then next to the running executable, then
+// where an install puts it relative to the executable (bin/ and
+// libexec/dex/ under one prefix, wherever that prefix was moved), then the
+// build tree, then the configured install prefix.
 std::string ResolveSpawnerPath(const SandboxOptions& options) {
   if (!options.spawner_path.empty()) return options.spawner_path;
   if (const char* env = getenv("DEX_SPAWNER"); env != nullptr && *env) {
@@ -131,8 +133,11 @@ std::string ResolveSpawnerPath(const SandboxOptions& options) {
   std::error_code ec;
   auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (!ec) {
-    std::string beside = (self.parent_path() / "dex-spawner").string();
-    if (IsExecutable(beside)) return beside;
+    auto dir = self.parent_path();
+    for (auto candidate :
+         {dir / "dex-spawner", dir.parent_path() / "libexec/dex/dex-spawner"}) {
+      if (IsExecutable(candidate.string())) return candidate.string();
+    }
   }
   if (IsExecutable(DEX_SPAWNER_BUILD_PATH)) return DEX_SPAWNER_BUILD_PATH;
   return DEX_SPAWNER_INSTALL_PATH;
@@ -634,7 +639,11 @@ Result<std::unique_ptr<Sandbox>> Sandbox::Open(const SandboxOptions& options) {
   std::string path = ResolveSpawnerPath(options);
   if (!IsExecutable(path)) {
     return Status::Error(Category::kUnavailable,
-                         "sandbox: no dex-spawner at " + path);
+                         "sandbox: no dex-spawner at " + path +
+                             " (looked at SandboxOptions::spawner_path, "
+                             "$DEX_SPAWNER, beside the executable, "
+                             "../libexec/dex/ from it, the build tree and "
+                             "the install prefix)");
   }
   Result<std::unique_ptr<SpawnerProcess>> spawner =
       StartSpawner(SpawnerArguments(path, options));

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -433,4 +434,79 @@ TEST_CASE("serve prints exactly one line on stdout") {
 }
 
 }  // namespace
+}  // namespace dex::test
+
+namespace dex::test {
+namespace {
+
+std::string ExeOf(pid_t pid) {
+  std::error_code ec;
+  auto path = std::filesystem::read_symlink(
+      "/proc/" + std::to_string(pid) + "/exe", ec);
+  return ec ? "" : path.string();
+}
+
+pid_t ParentOf(const std::string& pid) {
+  std::ifstream status("/proc/" + pid + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("PPid:", 0) == 0) return std::atoi(line.c_str() + 5);
+  }
+  return -1;
+}
+
+}  // namespace
+
+// Regression: an installed dex-shim looked for its spawner only beside
+// itself, in the build tree and at the configured prefix, so a prefix
+// given to `cmake --install --prefix` was never found.
+TEST_CASE("an installed layout finds its spawner in ../libexec/dex") {
+  TempDir prefix;
+  namespace fs = std::filesystem;
+  fs::create_directories(prefix.path() + "/bin");
+  fs::create_directories(prefix.path() + "/libexec/dex");
+  std::string shim = prefix.path() + "/bin/dex-shim";
+  std::string spawner = prefix.path() + "/libexec/dex/dex-spawner";
+  fs::copy_file(DEX_SHIM_PATH, shim);
+  fs::copy_file(fs::path(DEX_SHIM_PATH).parent_path() / "dex-spawner", spawner);
+  TempDir data;
+  int out[2];
+  REQUIRE(pipe2(out, O_CLOEXEC) == 0);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  std::vector<std::string> args = {shim,        "serve",    "--data",
+                                   data.path(), "--listen", "127.0.0.1:0"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  REQUIRE(posix_spawn(&pid, shim.c_str(), &actions, nullptr, argv.data(),
+                      environ) == 0);
+  posix_spawn_file_actions_destroy(&actions);
+  close(out[1]);
+  std::string line;
+  char c;
+  while (line.find('\n') == std::string::npos && read(out[0], &c, 1) == 1) {
+    line.push_back(c);
+  }
+  close(out[0]);
+  CHECK(line.rfind("listening on http://", 0) == 0);
+  std::string found;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (ParentOf(name) == pid) {
+      std::string exe = ExeOf(std::atoi(name.c_str()));
+      if (exe.find("dex-spawner") != std::string::npos) found = exe;
+    }
+  }
+  CHECK(found == spawner);
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
+
 }  // namespace dex::test
