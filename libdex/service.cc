@@ -57,6 +57,8 @@ class CountingSandbox : public Sandbox {
   }
 
   MemoryMode memory_mode() const override { return inner_->memory_mode(); }
+  size_t warm_available() const override { return inner_->warm_available(); }
+  bool warm() const override { return inner_->warm(); }
 
   RunStats Stats() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -273,8 +275,7 @@ Health Service::GetHealth() {
     health.running = stats.running;
     health.workers = stats.workers;
   }
-  // TODO(warm-pool): report the pool's ready sandboxes once it exists.
-  health.warm_available = 0;
+  health.warm_available = rep_->sandbox ? rep_->sandbox->warm_available() : 0;
   if (rep_->sandbox) health.runs = rep_->sandbox->Stats();
   return health;
 }

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "tests/logged_shim.h"
 #include "tests/test_util.h"
@@ -71,7 +72,6 @@ TEST_CASE_FIXTURE(MetricsFixture, "a run moves the run and HTTP counters") {
   CHECK(Sample(before, "dex_runs_total{reason=\"nonzero_exit\"}") == 0);
   CHECK(Sample(before, "dex_run_duration_seconds_count") == 0);
   CHECK(Sample(before, "dex_queue_depth") == 0);
-  CHECK(Sample(before, "dex_warm_sandboxes_available") == 0);
   CHECK(Sample(before, "dex_store_ok") == 1);
 
   std::string run = R"j({"script": "print('hello')"})j";
@@ -97,6 +97,29 @@ TEST_CASE_FIXTURE(MetricsFixture, "a run moves the run and HTTP counters") {
   CHECK(after.find("# TYPE dex_run_duration_seconds histogram") !=
         std::string::npos);
   CHECK(after.find("# TYPE dex_queue_depth gauge") != std::string::npos);
+}
+
+// Regression: the gauge read 0 while the pool held prepared sandboxes. The
+// figure is the pool's size right after the latest run took its sandbox;
+// a burst of runs grows the pool, so later runs find sandboxes left.
+TEST_CASE_FIXTURE(MetricsFixture, "warm sandboxes available are reported") {
+  REQUIRE(metrics_port > 0);
+  std::string run = R"j({"script": "import time; time.sleep(0.3)"})j";
+  std::vector<std::thread> burst;
+  for (int i = 0; i < 4; ++i) {
+    burst.emplace_back(
+        [&] { Http(shim.port(), "POST", "/run?wait=true", key, run); });
+  }
+  for (auto& t : burst) t.join();
+  double available = 0;
+  for (int i = 0; i < 40 && available < 1; ++i) {
+    REQUIRE(Http(shim.port(), "POST", "/run?wait=true", key,
+                 R"j({"script": "pass"})j")
+                .status == 200);
+    available = Sample(Scrape(), "dex_warm_sandboxes_available");
+  }
+  CHECK(available >= 1);
+  CHECK(available <= 8);  // SandboxOptions::warm_pool_max
 }
 
 TEST_CASE_FIXTURE(MetricsFixture, "ids never become label values") {
