@@ -325,7 +325,8 @@ struct HttpServer::Rep {
   Status ExecStatus(Call& call);
   Status ExecResult(Call& call);
 
-  Status AnswerRun(Call& call, const SubmitResult& submitted, bool wait);
+  Status AnswerRun(Call& call, const SubmitResult& submitted, bool wait,
+                   bool base64);
   Result<Execution> WaitForEnd(Call& call, const Execution& execution);
 };
 
@@ -777,12 +778,19 @@ Status HttpServer::Rep::ExecStatus(Call& call) {
   return Status::Ok();
 }
 
-Status HttpServer::Rep::ExecResult(Call& call) {
-  std::string encoding = call.req.get_param_value("encoding");
-  bool base64 = encoding == "base64";
-  if (!base64 && !encoding.empty() && encoding != "utf-8") {
+// ?encoding= of GET /result and POST /run?wait=true: true for base64.
+Result<bool> WantsBase64(const httplib::Request& req) {
+  std::string encoding = req.get_param_value("encoding");
+  if (encoding == "base64") return true;
+  if (!encoding.empty() && encoding != "utf-8") {
     return ShimError("invalid_request", "encoding must be utf-8 or base64");
   }
+  return false;
+}
+
+Status HttpServer::Rep::ExecResult(Call& call) {
+  Result<bool> base64 = WantsBase64(call.req);
+  if (!base64.ok()) return base64.status();
   Result<Execution> execution =
       service->GetExecution(call.principal.user_id, call.param);
   if (!execution.ok()) return execution.status();
@@ -792,7 +800,7 @@ Status HttpServer::Rep::ExecResult(Call& call) {
     return Status(Category::kFailedPrecondition, "not_finished",
                   "the execution has not finished; poll GET /status");
   }
-  SetJson(call.res, 200, ResultJson(*execution, base64));
+  SetJson(call.res, 200, ResultJson(*execution, *base64));
   return Status::Ok();
 }
 
@@ -803,6 +811,8 @@ Status HttpServer::Rep::Run(Call& call) {
   if (!wait.empty() && wait != "true" && wait != "false") {
     return ShimError("invalid_request", "wait must be true or false");
   }
+  Result<bool> base64 = WantsBase64(call.req);
+  if (!base64.ok()) return base64.status();
   std::string idem = call.req.get_header_value("Idempotency-Key");
   if (call.req.has_header("Idempotency-Key")) {
     bool plain = !idem.empty() && idem.size() <= 255 &&
@@ -829,8 +839,9 @@ Status HttpServer::Rep::Run(Call& call) {
   }
   Result<SubmitResult> submitted =
       service->Submit(call.principal.user_id, *spec);
-  Status status = submitted.ok() ? AnswerRun(call, *submitted, wait == "true")
-                                 : submitted.status();
+  Status status = submitted.ok()
+                      ? AnswerRun(call, *submitted, wait == "true", *base64)
+                      : submitted.status();
   if (!idem.empty()) {
     std::lock_guard<std::mutex> lock(idem_mu);
     idem_in_flight.erase(slot);
@@ -839,7 +850,7 @@ Status HttpServer::Rep::Run(Call& call) {
 }
 
 Status HttpServer::Rep::AnswerRun(Call& call, const SubmitResult& submitted,
-                                  bool wait) {
+                                  bool wait, bool base64) {
   Execution execution = submitted.execution;
   if (wait && !TerminalState(execution.state)) {
     Result<Execution> latest = WaitForEnd(call, execution);
@@ -851,7 +862,7 @@ Status HttpServer::Rep::AnswerRun(Call& call, const SubmitResult& submitted,
   if (submitted.replayed) call.res.set_header("Idempotent-Replayed", "true");
   call.res.set_header("Location", "/status/" + execution.id);
   if (wait && TerminalState(execution.state)) {
-    SetJson(call.res, 200, ResultJson(execution, false));
+    SetJson(call.res, 200, ResultJson(execution, base64));
   } else {
     SetJson(call.res, 202, ExecutionStatusJson(execution));
   }

@@ -284,6 +284,30 @@ TEST_CASE("a Range header is ignored: answers stay whole JSON") {
   CHECK(Str(Json(ranged.body), "stdout").size() == 100001);
 }
 
+// Regression: ?encoding was honoured on GET /result only; on POST /run it
+// was ignored, a bad value included (and the run charged).
+TEST_CASE("POST /run?wait=true takes ?encoding like GET /result") {
+  TempDir dir;
+  std::string key = CreateUser(dir.path(), "starter");
+  ShimServer server(dir.path());
+  REQUIRE(server.started());
+  const std::string bytes_body =
+      R"j({"script":"import sys; sys.stdout.buffer.write(b'ok \\xfe\\n')"})j";
+  HttpReply run = Http(server.port(), "POST", "/run?wait=true&encoding=base64",
+                       key, bytes_body);
+  REQUIRE_MESSAGE(run.status == 200, run.body);
+  rapidjson::Document doc = Json(run.body);
+  CHECK(Str(doc, "stdout") == "b2sg/go=");
+  CHECK(Str(doc, "encoding") == "base64");
+
+  HttpReply bad =
+      Http(server.port(), "POST", "/run?encoding=hex", key, kPrint1Body);
+  CHECK(bad.status == 400);
+  CHECK(ProblemCode(bad) == "invalid_request");
+  CHECK(Int(Json(Http(server.port(), "GET", "/me", key).body),
+            "usage_this_period") == 1);
+}
+
 TEST_CASE("an Idempotency-Key replays the first run and charges once") {
   TempDir dir;
   std::string key = CreateUser(dir.path(), "starter");
