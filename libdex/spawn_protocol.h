@@ -11,7 +11,7 @@
 // Supervisor -> init (control pipe): any byte means "wall timeout, kill";
 // end of file means the supervisor is gone, kill too.
 //
-// Warm runs (see docs/readme-warm.md). The spawner keeps a pool of
+// Warm runs (see README.md, "Warm sandboxes"). The spawner keeps a pool of
 // pre-built sandboxes, each made before any request as follows:
 // - the spawner clones an init into fresh namespaces, maps the entry's own
 //   host id pair and writes one byte on the init's go socket;

@@ -7,9 +7,9 @@
 // write its id maps, release it. Warm (the default): take a pre-built
 // sandbox from a bounded pool (ids mapped, root built and sealed, a script
 // process forked by the zygote already waiting in it) and hand its init
-// and its script process the run (docs/readme-warm.md). Between requests
-// it refills the pool. It reaps inits as they exit and
-// ends when the library closes the socket.
+// and its script process the run (README.md, "Warm sandboxes"). Between
+// requests it refills the pool. It reaps inits as they exit and ends when the
+// library closes the socket.
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>

@@ -1,6 +1,6 @@
 // The zygote: one `python3 -I -u` interpreter, started once by the spawner,
 // that forks a ready interpreter into each warm run's namespaces. It never
-// runs a script itself and holds no secret; see docs/readme-warm.md for
+// runs a script itself and holds no secret; see README.md, "Warm sandboxes" for
 // what its runs share.
 #ifndef DEX_SPAWNER_ZYGOTE_H_
 #define DEX_SPAWNER_ZYGOTE_H_

@@ -87,8 +87,8 @@ struct SandboxOptions {
   // Extra time after the wall limit before the supervisor kills the run's
   // init outright, should init not report. Default 2000 ms.
   int64_t kill_grace_ms = 2'000;
-  // Warm sandboxes (docs/readme-warm.md): each run still gets sandboxes of
-  // its own, used once, but they are built before the request arrives and
+  // Warm sandboxes (README.md, "Warm sandboxes"): each run still gets sandboxes
+  // of its own, used once, but they are built before the request arrives and
   // its interpreter is forked from one started in advance (a zygote), so
   // a run skips the interpreter's ~10 ms start-up and most of the sandbox's
   // set-up. Runs then share the zygote's str hash secret and address
