@@ -21,12 +21,15 @@ constexpr std::string_view kProgramHelp =
 Usage:
   dex-shim serve       [--data DIR] [--listen HOST:PORT] [--workers N]
                        [--log-level LEVEL] [--metrics-listen HOST:PORT]
+                       [--max-queued N] [--queue-timeout-ms N]
+                       [--retention-ms N] [--shutdown-grace-ms N]
+                       [--max-store-mb N]
   dex-shim quickstart  [--data DIR] [--listen HOST:PORT] [--workers N]
                        [--log-level LEVEL] [--metrics-listen HOST:PORT]
   dex-shim user create [--data DIR] --plan NAME
   dex-shim user update [--data DIR] --user ID [--plan NAME]
                        [--status active|trialing|past_due|canceled]
-  dex-shim plan set    [--data DIR] NAME [--quota N] [--max-wall-ms N]
+  dex-shim plan set    [--data DIR] NAME --quota N [--max-wall-ms N]
                        [--max-memory-mb N] [--max-output-bytes N]
                        [--max-processes N] [--max-concurrent N]
 
@@ -53,8 +56,8 @@ HOST:PORT (default 127.0.0.1:8080; port 0 picks a free port). Once it
 accepts connections it prints exactly one line to stdout:
   listening on http://HOST:PORT
 and nothing else; logs (one access line per request at info) go to
-stderr. --workers sets the sandbox workers (default: one per CPU, at
-least 2). --metrics-listen HOST:PORT serves Prometheus metrics at
+stderr; --log-level (default info) sets which. --workers sets the
+sandbox workers (default, or 0: one per CPU, at least 2). --metrics-listen HOST:PORT serves Prometheus metrics at
 GET /metrics on a listener of its own (default: off); it needs no key,
 so bind it to loopback or a private address. SIGTERM or SIGINT stops
 accepting, gives running work --shutdown-grace-ms (default 10000) to
@@ -72,6 +75,7 @@ reads keep working. Every submission is on disk before its answer.
 constexpr std::string_view kQuickstartHelp =
     R"(Usage: dex-shim quickstart [--data DIR] [--listen HOST:PORT]
                            [--workers N] [--log-level LEVEL]
+                           [--metrics-listen HOST:PORT] [--config FILE]
 
 The first-run helper: on a folder where it has not run before, creates a
 user on plan starter and prints its API key and ready-to-paste curl lines
@@ -86,7 +90,7 @@ constexpr std::string_view kUserHelp = R"(Usage:
 )";
 
 constexpr std::string_view kUserCreateHelp =
-    R"(Usage: dex-shim user create [--data DIR] --plan NAME
+    R"(Usage: dex-shim user create [--data DIR] --plan NAME [--config FILE]
 
 Creates a user subscribed to plan NAME (status active) with one API key,
 and prints {"user_id": "...", "api_key": "dex_live_..."}. The key is shown
@@ -96,24 +100,27 @@ only here; dex keeps only its SHA-256.
 constexpr std::string_view kUserUpdateHelp =
     R"(Usage: dex-shim user update [--data DIR] --user ID [--plan NAME]
                             [--status active|trialing|past_due|canceled]
+                            [--config FILE]
 
 Changes a user's plan and/or subscription status and prints the user's
 GET /me object. A status change restarts the 7-day past_due grace clock.
 )";
 
 constexpr std::string_view kPlanHelp = R"(Usage:
-  dex-shim plan set [--data DIR] NAME [--quota N] [--max-wall-ms N] ...
+  dex-shim plan set [--data DIR] NAME --quota N [--max-wall-ms N] ...
 )";
 
 constexpr std::string_view kPlanSetHelp =
     R"(Usage: dex-shim plan set [--data DIR] NAME --quota N [--max-wall-ms N]
                          [--max-memory-mb N] [--max-output-bytes N]
                          [--max-processes N] [--max-concurrent N]
+                         [--config FILE]
 
 Creates or changes plan NAME and prints it as
 {"name", "quota_monthly", "max": {"wall_ms", "cpu_ms", "memory_mb",
 "output_bytes", "processes", "concurrent"}}.
---quota (runs per calendar month, 0 or more) is required for a new plan.
+--quota (runs per calendar month, 0 or more) is required for a new plan
+and may be left out when changing one.
 A new plan takes starter's maxima unless given; an existing plan keeps
 its own. Maxima are positive integers; the CPU maximum equals the wall
 maximum.
