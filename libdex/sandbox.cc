@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "libdex/spawn_protocol.h"
+#include "libdex/unique_fd.h"
 
 namespace dex {
 namespace {
@@ -38,30 +39,7 @@ constexpr int64_t kSetupTimeoutNs = 30'000'000'000;
 constexpr int64_t kDrainTimeoutNs = 1'000'000'000;
 constexpr size_t kReadChunk = 65536;
 
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  ~UniqueFd() { Reset(); }
-  UniqueFd(UniqueFd&& other) noexcept : fd_(other.Release()) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept {
-    if (this != &other) Reset(other.Release());
-    return *this;
-  }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  int Release() { return std::exchange(fd_, -1); }
-  void Reset(int fd = -1) {
-    if (fd_ >= 0) close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
+using internal::UniqueFd;
 
 // Both ends of a pipe, close-on-exec.
 struct Pipe {

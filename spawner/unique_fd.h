@@ -1,39 +1,11 @@
-// A move-only owner of one file descriptor, for the spawner and the run's
-// init (which link nothing of libdex).
+// The spawner's and init's name for libdex's header-only fd owner.
 #ifndef DEX_SPAWNER_UNIQUE_FD_H_
 #define DEX_SPAWNER_UNIQUE_FD_H_
 
-#include <unistd.h>
-
-#include <utility>
+#include "libdex/unique_fd.h"
 
 namespace dex::spawner {
-
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  ~UniqueFd() { Reset(); }
-  UniqueFd(UniqueFd&& other) noexcept : fd_(other.Release()) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept {
-    if (this != &other) Reset(other.Release());
-    return *this;
-  }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  int Release() { return std::exchange(fd_, -1); }
-  void Reset(int fd = -1) {
-    if (fd_ >= 0) close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
-
+using internal::UniqueFd;
 }  // namespace dex::spawner
 
 #endif  // DEX_SPAWNER_UNIQUE_FD_H_
