@@ -24,33 +24,13 @@
 #include <thread>
 #include <vector>
 
+#include "tests/json_check.h"
 #include "tests/test_util.h"
 
 namespace dex::test {
 namespace {
 
 using SteadyClock = std::chrono::steady_clock;
-
-rapidjson::Document Json(const std::string& text) {
-  rapidjson::Document doc;
-  doc.Parse(text.c_str(), text.size());
-  REQUIRE_MESSAGE(!doc.HasParseError(), "not JSON: " << text.substr(0, 200));
-  return doc;
-}
-
-std::string Str(const rapidjson::Value& doc, const char* name) {
-  REQUIRE_MESSAGE(doc.IsObject(), "not an object");
-  REQUIRE_MESSAGE(doc.HasMember(name), "missing " << name);
-  REQUIRE_MESSAGE(doc[name].IsString(), name << " is not a string");
-  return doc[name].GetString();
-}
-
-int64_t Int(const rapidjson::Value& doc, const char* name) {
-  REQUIRE_MESSAGE(doc.IsObject(), "not an object");
-  REQUIRE_MESSAGE(doc.HasMember(name), "missing " << name);
-  REQUIRE_MESSAGE(doc[name].IsInt64(), name << " is not an integer");
-  return doc[name].GetInt64();
-}
 
 // Checks every field of a problem+json answer against `status` and
 // `code`, and returns its detail.

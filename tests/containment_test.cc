@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/json_check.h"
 #include "tests/test_util.h"
 
 extern char** environ;
@@ -37,19 +38,6 @@ using Clock = std::chrono::steady_clock;
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-rapidjson::Document Json(const std::string& text) {
-  rapidjson::Document doc;
-  doc.Parse(text.c_str(), text.size());
-  REQUIRE_MESSAGE(!doc.HasParseError(), "not JSON: " << text);
-  return doc;
-}
-
-std::string Str(const rapidjson::Value& doc, const char* name) {
-  REQUIRE_MESSAGE(doc.HasMember(name), "missing " << name);
-  REQUIRE(doc[name].IsString());
-  return std::string(doc[name].GetString(), doc[name].GetStringLength());
 }
 
 // A JSON string literal holding `text`.

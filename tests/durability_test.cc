@@ -21,31 +21,13 @@
 
 #include "dex/store.h"
 #include "libdex/records.h"
+#include "tests/json_check.h"
 #include "tests/test_util.h"
 
 namespace dex::test {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-rapidjson::Document Json(const std::string& text) {
-  rapidjson::Document doc;
-  doc.Parse(text.c_str(), text.size());
-  REQUIRE_MESSAGE(!doc.HasParseError(), "not JSON: " << text);
-  return doc;
-}
-
-std::string Str(const rapidjson::Value& doc, const char* name) {
-  REQUIRE_MESSAGE(doc.HasMember(name), "missing " << name);
-  REQUIRE(doc[name].IsString());
-  return doc[name].GetString();
-}
-
-int64_t Int(const rapidjson::Value& doc, const char* name) {
-  REQUIRE_MESSAGE(doc.HasMember(name), "missing " << name);
-  REQUIRE(doc[name].IsInt64());
-  return doc[name].GetInt64();
-}
 
 // A JSON string literal of `text` (quotes, backslashes and newlines only;
 // the scripts here use nothing else that needs escaping).

@@ -19,31 +19,13 @@
 #include <thread>
 #include <vector>
 
+#include "tests/json_check.h"
 #include "tests/test_util.h"
 
 extern char** environ;
 
 namespace dex::test {
 namespace {
-
-rapidjson::Document Json(const std::string& text) {
-  rapidjson::Document doc;
-  doc.Parse(text.c_str(), text.size());
-  REQUIRE_MESSAGE(!doc.HasParseError(), "not JSON: " << text);
-  return doc;
-}
-
-std::string Str(const rapidjson::Value& doc, const char* name) {
-  REQUIRE_MESSAGE(doc.HasMember(name), "missing " << name);
-  REQUIRE(doc[name].IsString());
-  return doc[name].GetString();
-}
-
-int64_t Int(const rapidjson::Value& doc, const char* name) {
-  REQUIRE_MESSAGE(doc.HasMember(name), "missing " << name);
-  REQUIRE(doc[name].IsInt64());
-  return doc[name].GetInt64();
-}
 
 const std::string kHelloBody = R"j({"script":"print(\"hello\")"})j";
 const std::string kPrint1Body = R"j({"script":"print(1)"})j";
