@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "libdex/fd_passing.h"
 #include "libdex/spawn_protocol.h"
 #include "libdex/unique_fd.h"
 
@@ -361,48 +362,22 @@ Result<UniqueFd> SandboxImpl::Spawn(const SpawnRequest& spawn, RunFds* fds) {
                                        fds->stderr_pipe.write.get(),
                                        fds->status_pipe.write.get(),
                                        fds->control_pipe.read.get()};
-  char control[CMSG_SPACE(sizeof(sent))] = {};
-  iovec iov = {const_cast<SpawnRequest*>(&spawn), sizeof(spawn)};
-  msghdr msg = {};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(sent));
-  std::memcpy(CMSG_DATA(c), sent, sizeof(sent));
-
   SpawnReply reply = {};
-  char reply_control[CMSG_SPACE(sizeof(int))] = {};
-  iovec reply_iov = {&reply, sizeof(reply)};
-  msghdr reply_msg = {};
-  reply_msg.msg_iov = &reply_iov;
-  reply_msg.msg_iovlen = 1;
-  reply_msg.msg_control = reply_control;
-  reply_msg.msg_controllen = sizeof(reply_control);
+  int passed = -1;
+  size_t passed_count = 0;
   ssize_t n;
   {
     std::lock_guard<std::mutex> lock(spawn_mu_);
-    do {
-      n = sendmsg(spawner_->socket(), &msg, MSG_NOSIGNAL);
-    } while (n < 0 && errno == EINTR);
+    n = internal::SendWithFds(spawner_->socket(), &spawn, sizeof(spawn), sent,
+                              internal::kSpawnFdCount);
     if (n < 0) {
       return Status::FromErrno("sandbox: send to spawner", errno,
                                Category::kUnavailable);
     }
-    do {
-      n = recvmsg(spawner_->socket(), &reply_msg, MSG_CMSG_CLOEXEC);
-    } while (n < 0 && errno == EINTR);
+    n = internal::ReceiveWithFds(spawner_->socket(), &reply, sizeof(reply),
+                                 &passed, 1, &passed_count);
   }
-  UniqueFd pidfd;
-  cmsghdr* rc = CMSG_FIRSTHDR(&reply_msg);
-  if (rc != nullptr && rc->cmsg_type == SCM_RIGHTS) {
-    int fd;
-    std::memcpy(&fd, CMSG_DATA(rc), sizeof(fd));
-    pidfd.Reset(fd);
-  }
+  UniqueFd pidfd(passed_count == 1 ? passed : -1);
   if (n != sizeof(reply)) {
     return Status::Error(Category::kUnavailable,
                          "sandbox: spawner gone (no reply)");

@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <string>
 
+#include "libdex/fd_passing.h"
 #include "spawner/unique_fd.h"
 
 namespace dex::spawner {
@@ -633,23 +634,12 @@ void SetProcessName(const char* name) {
 // socket (the pool shrank) or sent something malformed.
 bool ReceiveGo(int go_fd, SpawnRequest* request,
                int fds[internal::kWarmInitFdCount]) {
-  char control[CMSG_SPACE(sizeof(int) * internal::kWarmInitFdCount)];
-  iovec iov = {request, sizeof(*request)};
-  msghdr msg = {};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  ssize_t n;
-  do {
-    n = recvmsg(go_fd, &msg, MSG_CMSG_CLOEXEC);
-  } while (n < 0 && errno == EINTR);
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  if (n != sizeof(*request) || c == nullptr || c->cmsg_type != SCM_RIGHTS ||
-      c->cmsg_len != CMSG_LEN(sizeof(int) * internal::kWarmInitFdCount)) {
+  size_t count = 0;
+  ssize_t n = internal::ReceiveWithFds(go_fd, request, sizeof(*request), fds,
+                                       internal::kWarmInitFdCount, &count);
+  if (n != sizeof(*request) || count != internal::kWarmInitFdCount) {
     return false;
   }
-  memcpy(fds, CMSG_DATA(c), sizeof(int) * internal::kWarmInitFdCount);
   return true;
 }
 

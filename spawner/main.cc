@@ -33,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "libdex/fd_passing.h"
 #include "libdex/spawn_protocol.h"
 #include "spawner/init.h"
 #include "spawner/seccomp_policy.h"
@@ -124,29 +125,14 @@ void CloseAllExcept(std::vector<int> keep) {
 
 // One request. False at end of file or on a broken socket.
 bool ReceiveRequest(Received* received) {
-  char control[CMSG_SPACE(sizeof(int) * kSpawnFdCount)];
-  iovec iov = {&received->request, sizeof(received->request)};
-  msghdr msg = {};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  ssize_t n;
-  do {
-    n = recvmsg(kSocketFd, &msg, MSG_CMSG_CLOEXEC);
-  } while (n < 0 && errno == EINTR);
+  int fds[kSpawnFdCount];
+  size_t count = 0;
+  ssize_t n = internal::ReceiveWithFds(kSocketFd, &received->request,
+                                       sizeof(received->request), fds,
+                                       kSpawnFdCount, &count);
   if (n <= 0) return false;
   received->fds.clear();
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr;
-       c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < count; ++i) {
-      int fd;
-      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-      received->fds.emplace_back(fd);
-    }
-  }
+  for (size_t i = 0; i < count; ++i) received->fds.emplace_back(fds[i]);
   if (n != sizeof(SpawnRequest)) received->fds.clear();
   return true;
 }
@@ -154,42 +140,14 @@ bool ReceiveRequest(Received* received) {
 // Sends `data` with `count` fds attached. False if the peer is gone.
 bool SendWithFds(int socket, const void* data, size_t size, const int* fds,
                  int count) {
-  std::vector<char> control(CMSG_SPACE(sizeof(int) * count));
-  iovec iov = {const_cast<void*>(data), size};
-  msghdr msg = {};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control.data();
-  msg.msg_controllen = control.size();
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int) * count);
-  std::memcpy(CMSG_DATA(c), fds, sizeof(int) * count);
-  ssize_t n;
-  do {
-    n = sendmsg(socket, &msg, MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  return n == static_cast<ssize_t>(size);
+  return internal::SendWithFds(socket, data, size, fds,
+                               static_cast<size_t>(count)) ==
+         static_cast<ssize_t>(size);
 }
 
 void SendReply(const SpawnReply& reply, int pidfd) {
-  char control[CMSG_SPACE(sizeof(int))] = {};
-  iovec iov = {const_cast<SpawnReply*>(&reply), sizeof(reply)};
-  msghdr msg = {};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  if (pidfd >= 0) {
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &pidfd, sizeof(int));
-  }
-  while (sendmsg(kSocketFd, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR) {
-  }
+  internal::SendWithFds(kSocketFd, &reply, sizeof(reply), &pidfd,
+                        pidfd >= 0 ? 1 : 0);
 }
 
 SpawnReply ErrorReply(const std::string& error) {

@@ -11,6 +11,7 @@
 
 #include <cstring>
 
+#include "libdex/fd_passing.h"
 #include "spawner/init.h"
 
 namespace dex::spawner {
@@ -329,23 +330,8 @@ std::unique_ptr<Zygote> Zygote::Start(const std::string& python_path,
 }
 
 bool Zygote::Send(const ZygoteRequest& request, const int fds[kZygoteFdCount]) {
-  char control[CMSG_SPACE(sizeof(int) * kZygoteFdCount)] = {};
-  iovec iov = {const_cast<ZygoteRequest*>(&request), sizeof(request)};
-  msghdr msg = {};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int) * kZygoteFdCount);
-  std::memcpy(CMSG_DATA(c), fds, sizeof(int) * kZygoteFdCount);
-  ssize_t n;
-  do {
-    n = sendmsg(socket_.get(), &msg, MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  return n == sizeof(request);
+  return internal::SendWithFds(socket_.get(), &request, sizeof(request), fds,
+                               kZygoteFdCount) == sizeof(request);
 }
 
 }  // namespace dex::spawner
