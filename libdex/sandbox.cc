@@ -299,8 +299,11 @@ Reason ChooseReason(uint32_t flags, int exit_code, int signal) {
 class SandboxImpl : public Sandbox {
  public:
   SandboxImpl(const SandboxOptions& options,
+              std::vector<std::string> spawner_args,
               std::unique_ptr<SpawnerProcess> spawner)
-      : options_(options), spawner_(std::move(spawner)) {}
+      : options_(options),
+        spawner_args_(std::move(spawner_args)),
+        spawner_(std::move(spawner)) {}
 
   Result<RunOutcome> Run(const RunRequest& request) override;
   MemoryMode memory_mode() const override { return MemoryMode::kSampled; }
@@ -311,13 +314,20 @@ class SandboxImpl : public Sandbox {
   Status CheckRequest(const RunRequest& request) const;
   SpawnRequest MakeSpawnRequest(const RunRequest& request);
   Result<UniqueFd> Spawn(const SpawnRequest& spawn, RunFds* fds);
+  // Replaces a spawner that died. REQUIRES: spawn_mu_ held.
+  Status RestartSpawnerLocked();
   void Supervise(const RunRequest& request, int pidfd, RunFds* fds, Stream* out,
                  Stream* err, Supervision* sup);
   static void AwaitExit(int pidfd);
 
   const SandboxOptions options_;
-  std::unique_ptr<SpawnerProcess> spawner_;
+  const std::vector<std::string> spawner_args_;
   std::mutex spawn_mu_;  // guards one request/reply exchange on the socket
+  std::unique_ptr<SpawnerProcess> spawner_;  // guarded by spawn_mu_
+  // The last exchange found the spawner gone; the next run starts a new
+  // one (the run that found it fails and is refunded). Guarded by
+  // spawn_mu_.
+  bool spawner_broken_ = false;
   std::atomic<size_t> warm_available_{0};
   std::atomic<bool> warm_{false};
 };
@@ -368,14 +378,17 @@ Result<UniqueFd> SandboxImpl::Spawn(const SpawnRequest& spawn, RunFds* fds) {
   ssize_t n;
   {
     std::lock_guard<std::mutex> lock(spawn_mu_);
+    if (spawner_broken_) DEX_RETURN_IF_ERROR(RestartSpawnerLocked());
     n = internal::SendWithFds(spawner_->socket(), &spawn, sizeof(spawn), sent,
                               internal::kSpawnFdCount);
     if (n < 0) {
+      spawner_broken_ = true;
       return Status::FromErrno("sandbox: send to spawner", errno,
                                Category::kUnavailable);
     }
     n = internal::ReceiveWithFds(spawner_->socket(), &reply, sizeof(reply),
                                  &passed, 1, &passed_count);
+    if (n != sizeof(reply)) spawner_broken_ = true;
   }
   UniqueFd pidfd(passed_count == 1 ? passed : -1);
   if (n != sizeof(reply)) {
@@ -390,6 +403,19 @@ Result<UniqueFd> SandboxImpl::Spawn(const SpawnRequest& spawn, RunFds* fds) {
                          std::string("sandbox: ") + reply.error);
   }
   return pidfd;
+}
+
+Status SandboxImpl::RestartSpawnerLocked() {
+  spawner_.reset();  // closes our end and reaps the old process
+  auto fresh = StartSpawner(spawner_args_);
+  if (!fresh.ok()) {
+    return fresh.status().WithContext("sandbox: restarting the spawner");
+  }
+  spawner_ = std::move(*fresh);
+  spawner_broken_ = false;
+  options_.logger->Log(LogLevel::kWarn,
+                       "sandbox: the spawner had died; started a new one");
+  return Status::Ok();
 }
 
 // Waits for init to be gone; kills it if it lingers.
@@ -598,13 +624,13 @@ Result<std::unique_ptr<Sandbox>> Sandbox::Open(const SandboxOptions& options) {
                              "../libexec/dex/ from it, the build tree and "
                              "the install prefix)");
   }
-  Result<std::unique_ptr<SpawnerProcess>> spawner =
-      StartSpawner(SpawnerArguments(path, options));
+  std::vector<std::string> arguments = SpawnerArguments(path, options);
+  Result<std::unique_ptr<SpawnerProcess>> spawner = StartSpawner(arguments);
   if (!spawner.ok()) return spawner.status();
   // TODO(cgroup2): use a delegated cgroup v2 subtree when one exists; these
   // machines have none, so memory is sampled by each run's init.
-  auto sandbox =
-      std::make_unique<SandboxImpl>(options, std::move(spawner.value()));
+  auto sandbox = std::make_unique<SandboxImpl>(options, std::move(arguments),
+                                               std::move(spawner.value()));
   DEX_RETURN_IF_ERROR(SelfCheck(sandbox.get()));
   options.logger->Log(LogLevel::kInfo,
                       std::string("sandbox: memory mode ") +

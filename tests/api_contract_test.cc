@@ -841,6 +841,17 @@ TEST_CASE("a run dex fails to execute is failed, sandbox_error, refunded") {
   CHECK(UsageOf(server.port(), key) == 0);
   // The server itself still answers.
   CHECK(Http(server.port(), "GET", "/me", key).status == 200);
+  // Regression: the spawner was never replaced, so every later run failed
+  // too. The next run starts a new one and completes.
+  HttpReply next = Http(server.port(), "POST", "/run?wait=true", key, kPrint1);
+  REQUIRE(next.status == 200);
+  rapidjson::Document after = Json(next.body);
+  CHECK(Str(after, "status") == "completed");
+  CHECK(Str(after, "stdout") == "1\n");
+  CHECK(UsageOf(server.port(), key) == 1);
+  pid_t replacement = FindSpawner(server.pid());
+  CHECK(replacement > 0);
+  CHECK(replacement != spawner);
 }
 
 TEST_CASE("64 concurrent runs with 10 units left: exactly 10 admitted") {
