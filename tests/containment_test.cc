@@ -395,31 +395,30 @@ ServeExit ServeWithSpawner(const std::string& data_dir,
   return result;
 }
 
-TEST_CASE("start-up: serve refuses to start without a spawner") {
-  TempDir dir;
-  ServeExit r = ServeWithSpawner(dir.path(), "/nonexistent/dex-spawner");
+// serve exited non-zero, printed nothing on stdout, and said `cause` on
+// stderr.
+void CheckRefusedToStart(const ServeExit& r, const std::string& cause) {
   INFO("stderr: " << r.err);
   REQUIRE_MESSAGE(r.status != -1, "serve kept running");
   CHECK(WIFEXITED(r.status));
   CHECK(WEXITSTATUS(r.status) != 0);
   CHECK(r.out.empty());
   CHECK(r.err.find("dex-shim serve: ") != std::string::npos);
-  CHECK(r.err.find("no dex-spawner at /nonexistent/dex-spawner") !=
-        std::string::npos);
+  CHECK(r.err.find(cause) != std::string::npos);
+}
+
+TEST_CASE("start-up: serve refuses to start without a spawner") {
+  TempDir dir;
+  CheckRefusedToStart(ServeWithSpawner(dir.path(), "/nonexistent/dex-spawner"),
+                      "no dex-spawner at /nonexistent/dex-spawner");
 }
 
 TEST_CASE("start-up: serve refuses to start when a sandbox fails its check") {
   // An executable that is no spawner: it exits at once, so the self-check's
   // run gets no sandbox.
   TempDir dir;
-  ServeExit r = ServeWithSpawner(dir.path(), "/bin/true");
-  INFO("stderr: " << r.err);
-  REQUIRE_MESSAGE(r.status != -1, "serve kept running");
-  CHECK(WIFEXITED(r.status));
-  CHECK(WEXITSTATUS(r.status) != 0);
-  CHECK(r.out.empty());
-  CHECK(r.err.find("dex-shim serve: ") != std::string::npos);
-  CHECK(r.err.find("sandbox self-check: ") != std::string::npos);
+  CheckRefusedToStart(ServeWithSpawner(dir.path(), "/bin/true"),
+                      "sandbox self-check: ");
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "dex/quota.h"
 #include "dex/store.h"
 #include "libdex/records.h"
+#include "tests/store_fixture.h"
 #include "tests/test_util.h"
 
 namespace {
@@ -65,22 +66,13 @@ class FakeSandbox : public dex::Sandbox {
   std::vector<std::string> order_;
 };
 
-struct ExecutorFixture {
-  dex::test::TempDir dir;
-  dex::test::FakeClock clock{dex::test::UtcMs(2026, 12, 4, 12)};
-  std::unique_ptr<dex::Store> store;
-  std::unique_ptr<dex::Quota> quota;
+struct ExecutorFixture : dex::test::StoreFixture {
+  std::unique_ptr<dex::Quota> quota = OpenQuota();
   FakeSandbox sandbox;
   dex::ExecutorOptions options;
   std::unique_ptr<dex::Executor> executor;
 
   ExecutorFixture() {
-    dex::StoreOptions store_options;
-    store_options.path = dir.path();
-    store = std::move(*dex::Store::Open(store_options));
-    dex::QuotaOptions quota_options;
-    quota_options.clock = &clock;
-    quota = std::move(*dex::Quota::Open(store.get(), quota_options));
     options.clock = &clock;
     options.workers = 2;
     options.janitor_interval_ms = 10;

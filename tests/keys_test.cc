@@ -3,22 +3,15 @@
 #include <doctest/doctest.h>
 
 #include "dex/store.h"
+#include "tests/store_fixture.h"
 #include "tests/test_util.h"
 
 namespace {
 
-struct KeysFixture {
-  dex::test::TempDir dir;
-  dex::test::FakeClock clock{dex::test::UtcMs(2026, 12, 4, 12)};
-  std::unique_ptr<dex::Store> store;
+struct KeysFixture : dex::test::StoreFixture {
   std::unique_ptr<dex::Keys> keys;
 
   KeysFixture() {
-    dex::StoreOptions options;
-    options.path = dir.path();
-    auto opened = dex::Store::Open(options);
-    REQUIRE(opened.ok());
-    store = std::move(*opened);
     dex::KeysOptions key_options;
     key_options.clock = &clock;
     keys = std::make_unique<dex::Keys>(store.get(), key_options);

@@ -3,28 +3,13 @@
 #include <doctest/doctest.h>
 
 #include "dex/store.h"
+#include "tests/store_fixture.h"
 #include "tests/test_util.h"
 
 namespace {
 
-struct QuotaFixture {
-  dex::test::TempDir dir;
-  dex::test::FakeClock clock{dex::test::UtcMs(2026, 12, 4, 12)};
-  std::unique_ptr<dex::Store> store;
-  std::unique_ptr<dex::Quota> quota;
-
-  QuotaFixture() {
-    dex::StoreOptions options;
-    options.path = dir.path();
-    auto opened = dex::Store::Open(options);
-    REQUIRE(opened.ok());
-    store = std::move(*opened);
-    dex::QuotaOptions quota_options;
-    quota_options.clock = &clock;
-    auto q = dex::Quota::Open(store.get(), quota_options);
-    REQUIRE(q.ok());
-    quota = std::move(*q);
-  }
+struct QuotaFixture : dex::test::StoreFixture {
+  std::unique_ptr<dex::Quota> quota = OpenQuota();
 
   dex::Status Admit(const std::string& user_id, std::string* period) {
     return store->Update(
