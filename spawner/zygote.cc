@@ -41,7 +41,7 @@ constexpr int kStartTimeoutMs = 10'000;
 //   observable part of interpreter shutdown and then _exit().
 // Any failure before the script runs ends that process with 126.
 constexpr const char kLoader[] = R"PY(
-import os, sys, signal, resource, ctypes, array, struct, _socket, atexit
+import os, sys, signal, resource, ctypes, array, struct, _socket, atexit, gc
 
 def zygote():
     libc = ctypes.CDLL(None, use_errno=True)
@@ -54,6 +54,7 @@ def zygote():
         _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
     prog = Prog(len(bpf) // 8, ctypes.addressof(code))
     own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    warm_up()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     sock.send(b"R")
     space = _socket.CMSG_SPACE(FD_COUNT * 4)
@@ -80,6 +81,18 @@ def zygote():
             libc.setns(own_pid_ns, CLONE_NEWPID)
         for fd in fds:
             os.close(fd)
+
+def warm_up():
+    # What every run would otherwise build again after its fork: the
+    # compiler's AST types (made on first compile, about 1 ms) and the
+    # formats below. Then the collector is stopped and every object so far
+    # frozen, so that no collection in a run walks (and copies) the
+    # zygote's heap; run_main starts it again for the script.
+    compile(b"pass\n", "/work/main.py", "exec", dont_inherit=True)
+    for format in ("<I", "<IIqqqq", "=i"):
+        struct.calcsize(format)
+    gc.disable()
+    gc.freeze()
 
 def close_except(keep):
     low = 3
@@ -171,6 +184,7 @@ def become_script(libc, prog, link, stdio, limits):
         raise OSError("seccomp")
 
 def run_main():
+    gc.enable()
     if "random" in sys.modules:
         sys.modules["random"].seed()
     main = type(sys)("__main__")

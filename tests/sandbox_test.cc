@@ -552,12 +552,14 @@ TEST_CASE("runs are warm by default") {
 
 TEST_CASE("a warm run sees what python3 -I -u main.py sees") {
   RunOutcome outcome = MustRun(
-      "import sys, os\n"
+      "import sys, os, gc\n"
       "print(__name__, sys.argv, __file__, os.getcwd(), os.getppid())\n"
-      "print(sys.orig_argv[1:], sys.flags.isolated, sys.flags.safe_path)\n");
+      "print(sys.orig_argv[1:], sys.flags.isolated, sys.flags.safe_path)\n"
+      "print(gc.isenabled(), gc.get_threshold())\n");
   CHECK(outcome.stdout_data ==
         "__main__ ['main.py'] /work/main.py /work 1\n"
-        "['-I', '-u', 'main.py'] 1 True\n");
+        "['-I', '-u', 'main.py'] 1 True\n"
+        "True (700, 10, 10)\n");
 }
 
 TEST_CASE("a warm run's traceback shows only the script's frames") {
