@@ -19,9 +19,10 @@
 //   pivots and seals it, and writes 'r' on the link socket;
 // - the spawner sends the zygote (an interpreter started once,
 //   `python3 -I -u`) a ZygoteRequest with the fds in ZygoteFd order; its
-//   fork waits for 'r', joins the namespaces and forks the script process,
-//   which init adopts. That process writes its pid in the run's pid
-//   namespace on the link (an int32) and waits on its go socket.
+//   fork, the script process, waits for 'r' and joins the namespaces. It
+//   writes its pid in the run's pid namespace on the link (an int32) and
+//   waits on its go socket. It stays the zygote's child: when it ends, the
+//   zygote reaps it and writes a ScriptExit on the link.
 // For a run the spawner sends:
 // - to the init, on its go socket: the SpawnRequest and, as SCM_RIGHTS,
 //   the fds in WarmInitFd order; init sizes the scratch tmpfs, writes
@@ -74,7 +75,19 @@ enum ScriptGoFd {
   kScriptGoFdCount,
 };
 
-inline constexpr uint32_t kZygoteMagic = 0x64657a31;  // "dez1"
+inline constexpr uint32_t kZygoteMagic = 0x64657a31;      // "dez1"
+inline constexpr uint32_t kScriptExitMagic = 0x64657a32;  // "dez2"
+
+// How a warm script process ended, from the zygote (its parent) to the
+// run's init over the link. Little-endian, no padding; packed by the
+// loader as "<Iiqq".
+struct ScriptExit {
+  uint32_t magic;
+  int32_t wait_status;  // as from wait4
+  int64_t cpu_us;       // user + system, its reaped children included
+  int64_t max_rss_kb;   // ru_maxrss
+};
+static_assert(sizeof(ScriptExit) == 24, "the loader packs 24 bytes");
 
 // Limits the script process sets on itself before it drops privileges
 // (zero in the zygote's copy, which only asks for a fork). Little-endian,

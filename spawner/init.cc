@@ -41,6 +41,8 @@ constexpr uid_t kScriptId = 1000;
 // namespace; the host's /tmp is untouched.
 constexpr const char* kStage = "/tmp";
 constexpr long kSampleNs = 10'000'000;  // DESIGN: at least every 10 ms
+// Samples to wait, after a kill, for the zygote's word on a warm script.
+constexpr int kLinkGraceTicks = 100;
 // A pre-built sandbox's scratch tmpfs until its run sizes it.
 constexpr int64_t kPlaceholderScratchKb = 1024;
 constexpr int64_t kOpenFiles = internal::kScriptOpenFiles;
@@ -396,10 +398,15 @@ int64_t RusageChildrenUs() {
 
 class Watch {
  public:
-  Watch(const SpawnRequest& request, int status_fd, int control_fd)
+  // `link_fd`: a warm run's link, on which the zygote reports how the
+  // script process (its child, not ours) ended; -1 for a cold run, whose
+  // script is our child.
+  Watch(const SpawnRequest& request, int status_fd, int control_fd,
+        int link_fd = -1)
       : request_(request),
         status_fd_(status_fd),
         control_fd_(control_fd),
+        link_fd_(link_fd),
         tick_us_(1'000'000 / sysconf(_SC_CLK_TCK)) {}
 
   // Runs until the script exits, then clears the namespace and reports.
@@ -409,15 +416,16 @@ class Watch {
     itimerspec every = {{0, kSampleNs}, {0, kSampleNs}};
     timerfd_settime(timer.get(), 0, &every, nullptr);
     while (!script_done_ && !Abandoned()) {
-      pollfd fds[3] = {{signal_fd, POLLIN, 0},
+      pollfd fds[4] = {{signal_fd, POLLIN, 0},
                        {timer.get(), POLLIN, 0},
-                       {control_fd_.get(), POLLIN, 0}};
-      int count = control_fd_.valid() ? 3 : 2;
-      if (poll(fds, count, -1) < 0) continue;
+                       {control_fd_.get(), POLLIN, 0},
+                       {link_fd_.get(), POLLIN, 0}};
+      if (poll(fds, 4, -1) < 0) continue;  // negative fds are skipped
       if (fds[0].revents != 0) DrainSignals(signal_fd);
+      if (fds[3].revents != 0) OnLink();
       Reap(WNOHANG);
       if (script_done_) break;
-      if (count == 3 && fds[2].revents != 0) OnControl();
+      if (fds[2].revents != 0) OnControl();
       if (fds[1].revents != 0) OnTick(timer.get());
     }
     KillAndReapAll();
@@ -434,12 +442,36 @@ class Watch {
   void KillAll() { kill(-1, SIGKILL); }
 
   // Told to stop (wall limit, or the supervisor is gone) and nothing is
-  // left to wait for. A warm run's script may never have reached this
-  // namespace (its zygote died first): without this, init would wait for
-  // it forever.
+  // left to wait for: no child, and no word to come from a warm run's
+  // zygote (its link closed, or a second has passed since the kill). A
+  // warm run's script may never have reached this namespace (its zygote
+  // died first): without this, init would wait for it forever.
   bool Abandoned() const {
-    return no_children_ && (flags_ & (internal::kFlagWallKill |
-                                      internal::kFlagSupervisorGone)) != 0;
+    return no_children_ &&
+           (flags_ &
+            (internal::kFlagWallKill | internal::kFlagSupervisorGone)) != 0 &&
+           (!link_fd_.valid() || ticks_since_kill_ >= kLinkGraceTicks);
+  }
+
+  // The zygote's word on how the script process ended. Anything else (end
+  // of file above all) means the zygote is gone: the script process, if
+  // still alive, has passed to the spawner, and how it ends can no longer
+  // be known. The run then fails as a sandbox error.
+  void OnLink() {
+    internal::ScriptExit exit = {};
+    ssize_t n = recv(link_fd_.get(), &exit, sizeof(exit), MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    link_fd_.Reset();
+    script_done_ = true;
+    end_ns_ = MonotonicNs();
+    if (n != sizeof(exit) || exit.magic != internal::kScriptExitMagic) {
+      flags_ |= internal::kFlagSetupFailed;
+      error_ = "the zygote ended before the script process";
+      return;
+    }
+    script_status_ = exit.wait_status;
+    script_cpu_us_ = exit.cpu_us;
+    peak_kb_ = std::max(peak_kb_, exit.max_rss_kb);
   }
 
   // Reaps children; records the script's status and end time.
@@ -476,6 +508,7 @@ class Watch {
     ssize_t n = read(control_fd_.get(), &byte, 1);
     if (n < 0 && errno == EINTR) return;
     flags_ |= n > 0 ? internal::kFlagWallKill : internal::kFlagSupervisorGone;
+    ticks_since_kill_ = 0;
     control_fd_.Reset();
     KillAll();
     Reap(WNOHANG);
@@ -484,6 +517,9 @@ class Watch {
   void OnTick(int timer_fd) {
     uint64_t expirations;
     if (read(timer_fd, &expirations, sizeof(expirations)) < 0) return;
+    if (flags_ & (internal::kFlagWallKill | internal::kFlagSupervisorGone)) {
+      ticks_since_kill_ += static_cast<int>(expirations);
+    }
     if (killed_) return;
     Usage usage = Sample();
     peak_kb_ = std::max(peak_kb_, usage.memory_kb);
@@ -503,7 +539,7 @@ class Watch {
 
   Usage Sample() {
     Usage usage;
-    usage.cpu_us = RusageChildrenUs();
+    usage.cpu_us = RusageChildrenUs() + script_cpu_us_;
     DIR* proc = opendir("/proc");
     if (proc == nullptr) return usage;
     while (dirent* entry = readdir(proc)) {
@@ -556,8 +592,10 @@ class Watch {
     final_report.flags = flags_;
     final_report.wait_status = script_status_;
     final_report.mono_ns = end_ns_;
-    final_report.cpu_us = RusageChildrenUs();
+    final_report.cpu_us = RusageChildrenUs() + script_cpu_us_;
     final_report.peak_memory_kb = peak_kb_;
+    snprintf(final_report.error, sizeof(final_report.error), "%s",
+             error_.c_str());
     WriteMessage(status_fd_, final_report);
     _exit(0);
   }
@@ -565,7 +603,11 @@ class Watch {
   const SpawnRequest& request_;
   int status_fd_;
   UniqueFd control_fd_;
+  UniqueFd link_fd_;
   int64_t tick_us_;
+  int64_t script_cpu_us_ = 0;  // a warm script's, from the zygote
+  int ticks_since_kill_ = 0;
+  std::string error_;  // with kFlagSetupFailed
   pid_t script_ = -1;
   bool script_done_ = false;
   bool no_children_ = false;
@@ -721,9 +763,9 @@ void RunWarmInit(int go_fd, int link_fd) {
   int signal_fd = BlockChildSignal();
   if (signal_fd < 0) _exit(1);
 
-  // The root is final: the zygote's fork may join our namespaces now. Its
-  // script process becomes our child when that fork exits, and waits for
-  // its run as we do.
+  // The root is final: the zygote's fork, the script process, may join our
+  // namespaces now. It stays the zygote's child and waits for its run as
+  // we do.
   char ready = 'r';
   if (send(link_fd, &ready, 1, MSG_NOSIGNAL) != 1) _exit(1);
   pid_t script = ReceiveScriptPid(link_fd);
@@ -745,13 +787,12 @@ void RunWarmInit(int go_fd, int link_fd) {
   if (send(link_fd, &go, 1, MSG_NOSIGNAL) != 1) {
     ReportSetupFailure(status_fd, "link to the script process: closed");
   }
-  close(link_fd);
   InitMessage started = {};
   started.kind = internal::kStarted;
   started.mono_ns = MonotonicNs();
   WriteMessage(status_fd, started);
-  // Watch reaps the script, its exit status and CPU time included.
-  Watch watch(request, status_fd, fds[internal::kWarmControlFd]);
+  // Watch learns from the zygote, over the link, how the script ended.
+  Watch watch(request, status_fd, fds[internal::kWarmControlFd], link_fd);
   watch.Run(script, signal_fd);
 }
 

@@ -25,7 +25,7 @@ extern char* const* const kScriptEnvironment;
 
 // A pre-built init (warm runs): runs in the child of clone(). Once the
 // spawner has mapped its ids (one byte on `go_fd`) it builds the whole root
-// and adopts the script process the zygote forks into its namespaces
+// and lets the zygote fork the script process into its namespaces
 // (`link_fd`, see spawn_protocol.h); then it waits on `go_fd` for its run.
 // Exits quietly, taking its namespaces down, when the socket ends unused.
 [[noreturn]] void RunWarmInit(int go_fd, int link_fd);

@@ -18,6 +18,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -252,16 +253,32 @@ class Spawner {
         std::max<int64_t>(0, (due - MonotonicNs()) / 1'000'000 + 1));
   }
 
+  // A child of the spawner ended: the zygote's end turns runs cold (the
+  // pool's script processes were its children; closing the pool ends
+  // their inits, and with them those processes).
+  void OnChildEnded(pid_t pid) {
+    if (zygote_ == nullptr || pid != zygote_->pid()) return;
+    fprintf(stderr, "dex-spawner: zygote gone; runs are cold from now\n");
+    zygote_.reset();
+    pool_.clear();
+  }
+
   // The library is gone: takes the pool down and reaps it, so that no
   // idle sandbox outlives the spawner (orphans would wait on the host's
   // init to be reaped). The zygote exits at its socket's end of file.
+  // Reaps any child while it waits: an init's exit waits for the zombies
+  // of its namespace, which may be the spawner's to reap (see Main).
   void Shutdown() {
+    std::vector<pid_t> inits;
     for (PooledInit& init : pool_) {
       syscall(SYS_pidfd_send_signal, init.pidfd.get(), SIGKILL, nullptr, 0);
+      inits.push_back(init.pid);
     }
-    for (PooledInit& init : pool_) {
-      while (waitpid(init.pid, nullptr, 0) < 0 && errno == EINTR) {
-      }
+    while (!inits.empty()) {
+      pid_t pid = waitpid(-1, nullptr, 0);
+      if (pid < 0 && errno == EINTR) continue;
+      if (pid < 0) break;
+      inits.erase(std::remove(inits.begin(), inits.end(), pid), inits.end());
     }
     pool_.clear();
     if (zygote_ != nullptr) {
@@ -462,18 +479,25 @@ class Spawner {
   uint32_t next_pair_ = 0;
 };
 
-void ReapChildren(int signal_fd) {
+void ReapChildren(int signal_fd, Spawner* spawner) {
   signalfd_siginfo info;
   while (read(signal_fd, &info, sizeof(info)) == sizeof(info)) {
   }
-  while (waitpid(-1, nullptr, WNOHANG) > 0) {
-  }
+  pid_t pid;
+  while ((pid = waitpid(-1, nullptr, WNOHANG)) > 0) spawner->OnChildEnded(pid);
 }
 
 int Main(int argc, char** argv) {
   Options options;
   if (!ParseOptions(argc, argv, &options)) {
     fprintf(stderr, "dex-spawner: bad arguments\n");
+    return 1;
+  }
+  // A warm script process is the zygote's child, outside its run's pid
+  // namespace: should the zygote die, the spawner (not the host's init)
+  // inherits and reaps it, as the run's init must wait for it to go.
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) {
+    fprintf(stderr, "dex-spawner: child subreaper: %s\n", std::strerror(errno));
     return 1;
   }
   // Runs inherit the supplementary groups of the spawner and cannot drop
@@ -518,7 +542,7 @@ int Main(int argc, char** argv) {
       if (errno == EINTR) continue;
       return 1;
     }
-    if (fds[1].revents != 0) ReapChildren(signal_fd.get());
+    if (fds[1].revents != 0) ReapChildren(signal_fd.get(), &spawner);
     if (ready == 0) spawner.TendPool();
     if (fds[0].revents == 0) continue;
     if (!ReceiveRequest(&received)) break;
@@ -528,7 +552,7 @@ int Main(int argc, char** argv) {
   // Library gone: the inits still running notice their control pipe's end
   // of file and kill their runs; reap those that already ended.
   spawner.Shutdown();
-  ReapChildren(signal_fd.get());
+  ReapChildren(signal_fd.get(), &spawner);
   return 0;
 }
 

@@ -24,24 +24,27 @@ using internal::ZygoteRequest;
 constexpr int kStartTimeoutMs = 10'000;
 
 // The loader, run as `python3 -I -u -c SOURCE` (so `-I` and `-u` hold as in
-// a cold run). Three roles, one after the other:
+// a cold run). Two roles, one after the other:
 // - the zygote: waits for requests, each for a pool entry made before any
 //   run; for each, enters the entry's pid namespace just long enough to
-//   fork;
-// - the fork's child: keeps only the entry's fds, waits until the entry's
-//   init has finished the new root, joins the other namespaces as root of
-//   the entry's user namespace, forks the script process, and exits so
-//   that the init adopts it;
-// - the script process: tells init its pid and waits for its run on its go
-//   socket (exits if that ends unused). Then the steps of a cold run
-//   between fork and exec, in the same order (rlimits, setsid, ids, stdio,
-//   fds, no_new_privs, seccomp last); it enters /work once init has put
-//   main.py there, and runs it as `python3 -I -u main.py` would: same
-//   argv, `__main__`, tracebacks and exit codes; at the end it does the
-//   observable part of interpreter shutdown and then _exit().
+//   fork the entry's script process. It reaps every child it has and
+//   tells the entry's init, over the link, how its script process ended
+//   (wait status, CPU time, peak memory): the script process is its child,
+//   not init's, which saves a second fork per run. Should the zygote die,
+//   its children pass to their init, which then reaps them itself;
+// - the script process: keeps only the entry's fds, waits until the
+//   entry's init has finished the new root, joins the other namespaces as
+//   root of the entry's user namespace, tells init its pid and waits for
+//   its run on its go socket (exits if that ends unused). Then the steps
+//   of a cold run between fork and exec, in the same order (rlimits,
+//   setsid, ids, stdio, fds, no_new_privs, seccomp last); it enters /work
+//   once init has put main.py there, and runs it as `python3 -I -u
+//   main.py` would: same argv, `__main__`, tracebacks and exit codes; at
+//   the end it does the observable part of interpreter shutdown and then
+//   _exit().
 // Any failure before the script runs ends that process with 126.
 constexpr const char kLoader[] = R"PY(
-import os, sys, signal, resource, ctypes, array, struct, _socket, atexit, gc
+import os, sys, signal, resource, ctypes, array, struct, _socket, atexit, gc, select
 
 def zygote():
     libc = ctypes.CDLL(None, use_errno=True)
@@ -54,11 +57,28 @@ def zygote():
         _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
     prog = Prog(len(bpf) // 8, ctypes.addressof(code))
     own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    warm_up()
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    warm_up(libc)
+    # Every child is reaped here, its end reported to its init: a byte on
+    # the wakeup pipe per SIGCHLD wakes the loop.
+    wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda number, frame: None)
+    links = {}
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    poller.register(wake_read, select.POLLIN)
     sock.send(b"R")
     space = _socket.CMSG_SPACE(FD_COUNT * 4)
     while True:
+        ready = [fd for fd, _ in poller.poll()]
+        if wake_read in ready:
+            try:
+                os.read(wake_read, 4096)
+            except OSError:
+                pass
+            reap(links)
+        if sock.fileno() not in ready:
+            continue
         msg, ancillary, _, _ = sock.recvmsg(64, space)
         if not msg:
             os._exit(0)
@@ -75,22 +95,52 @@ def zygote():
             except OSError:
                 pid = -1
             if pid == 0:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 sock.detach()
                 close_except(fds)
                 return libc, code, prog, fds
             libc.setns(own_pid_ns, CLONE_NEWPID)
+            if pid > 0:
+                links[pid] = os.dup(fds[LINK])
         for fd in fds:
             os.close(fd)
 
-def warm_up():
+def reap(links):
+    # The script process is this loader's child, not init's: its exit
+    # status, CPU time and peak memory go to init over the link.
+    while True:
+        try:
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        link = links.pop(pid, None)
+        if link is None:
+            continue
+        cpu_us = round((usage.ru_utime + usage.ru_stime) * 1e6)
+        try:
+            os.write(link, struct.pack("<Iiqq", EXIT_MAGIC, status, cpu_us,
+                                       usage.ru_maxrss))
+        except OSError:
+            pass
+        os.close(link)
+
+def warm_up(libc):
     # What every run would otherwise build again after its fork: the
     # compiler's AST types (made on first compile, about 1 ms) and the
     # formats below. Then the collector is stopped and every object so far
     # frozen, so that no collection in a run walks (and copies) the
     # zygote's heap; run_main starts it again for the script.
+    global NAMES
     compile(b"pass\n", "/work/main.py", "exec", dont_inherit=True)
-    for format in ("<I", "<IIqqqq", "=i"):
+    for format in ("<I", "<IIqqqq", "=i", "<Iiqq"):
         struct.calcsize(format)
+    NAMES = {name: ctypes.create_string_buffer(name)
+             for name in (b"dex-idle", b"python3")}
+    libc.prctl(PR_GET_NAME, ctypes.addressof(ctypes.create_string_buffer(16)),
+               0, 0, 0)
     gc.disable()
     gc.freeze()
 
@@ -102,8 +152,7 @@ def close_except(keep):
     os.closerange(low, 1 << 20)
 
 def set_name(libc, name):
-    buffer = ctypes.create_string_buffer(name)
-    libc.prctl(PR_SET_NAME, ctypes.addressof(buffer), 0, 0, 0)
+    libc.prctl(PR_SET_NAME, ctypes.addressof(NAMES[name]), 0, 0, 0)
 
 def enter(libc, fds):
     try:
@@ -116,16 +165,8 @@ def enter(libc, fds):
     # the entry's own root id, never the zygote's.
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
-    # Inherited SIG_IGN would have the kernel discard a child that exits
-    # before its adoption: init would never reap its script.
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    if os.fork() != 0:
-        os._exit(0)
     os.close(fds[PIDFD])
     set_name(libc, b"dex-idle")
-    # Only once init (pid 1 here) has adopted us may it expect our exit.
-    while os.getppid() != 1:
-        os.sched_yield()
     os.write(fds[LINK], struct.pack("=i", os.getpid()))
 
 def await_run(fds):
@@ -147,7 +188,6 @@ def await_run(fds):
 
 def become_script(libc, prog, link, stdio, limits):
     _, _, processes, cpu_seconds, open_files, file_size = limits
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setsid()
     for which, soft, hard in ((resource.RLIMIT_NPROC, processes, processes),
                               (resource.RLIMIT_NOFILE, open_files, open_files),
@@ -164,11 +204,15 @@ def become_script(libc, prog, link, stdio, limits):
     os.setresuid(SCRIPT_ID, SCRIPT_ID, SCRIPT_ID)
     if libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0:
         raise OSError("dumpable")
-    with open("/proc/self/status", "rb") as status:
-        for line in status:
-            if line.startswith((b"CapPrm:", b"CapEff:", b"CapAmb:")):
-                if int(line.split()[1], 16) != 0:
-                    raise OSError("capabilities left")
+    status = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        text = os.read(status, 1 << 16)
+    finally:
+        os.close(status)
+    for field in (b"\nCapPrm:", b"\nCapEff:", b"\nCapAmb:"):
+        at = text.find(field)
+        if at < 0 or int(text[at + len(field):text.find(b"\n", at + 1)], 16):
+            raise OSError("capabilities left")
     os.dup2(stdio[STDIN], 0)
     os.dup2(stdio[STDOUT], 1)
     os.dup2(stdio[STDERR], 2)
@@ -255,7 +299,8 @@ try:
     become_script(_libc, _prog, _fds[LINK], _stdio, _limits)
 except BaseException:
     os._exit(126)
-del zygote, close_except, set_name, enter, await_run, become_script
+del zygote, reap, warm_up, close_except, set_name, enter, await_run
+del become_script, NAMES
 del _libc, _code, _prog, _fds, _stdio, _limits
 run_main()
 )PY";
@@ -268,6 +313,7 @@ std::string Constants() {
     text += std::string(name) + " = " + std::to_string(value) + "\n";
   };
   add("MAGIC", internal::kZygoteMagic);
+  add("EXIT_MAGIC", internal::kScriptExitMagic);
   add("FD_COUNT", kZygoteFdCount);
   add("PIDFD", internal::kZygotePidfd);
   add("LINK", internal::kZygoteLinkFd);
@@ -281,6 +327,7 @@ std::string Constants() {
   add("SCRIPT_ID", 1000);
   add("PR_SET_DUMPABLE", 4);
   add("PR_SET_NAME", 15);
+  add("PR_GET_NAME", 16);
   add("PR_SET_NO_NEW_PRIVS", 38);
   add("PR_SET_SECCOMP", 22);
   add("SECCOMP_MODE_FILTER", 2);

@@ -5,11 +5,14 @@
 #include <dirent.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -59,12 +62,13 @@ std::string ReadFile(const std::string& path) {
 
 struct HostProcess {
   int pid = 0;
+  int ppid = 0;
   std::string name;
   std::vector<uint64_t> uids;  // real, effective, saved, filesystem
 };
 
-// Host processes with any uid in [base, base + 2 * count).
-std::vector<HostProcess> SandboxProcessesOnHost(uint32_t base, uint32_t count) {
+// Every process on the host, from /proc/<pid>/status.
+std::vector<HostProcess> HostProcesses() {
   std::vector<HostProcess> found;
   DIR* proc = opendir("/proc");
   while (dirent* entry = readdir(proc)) {
@@ -74,23 +78,43 @@ std::vector<HostProcess> SandboxProcessesOnHost(uint32_t base, uint32_t count) {
         ReadFile("/proc/" + std::to_string(pid) + "/status"));
     HostProcess p;
     p.pid = pid;
-    bool in_range = false;
     std::string line;
     while (std::getline(status, line)) {
       std::istringstream fields(line);
       std::string key;
       fields >> key;
       if (key == "Name:") fields >> p.name;
+      if (key == "PPid:") fields >> p.ppid;
       if (key != "Uid:") continue;
       uint64_t uid;
-      while (fields >> uid) {
-        p.uids.push_back(uid);
-        in_range = in_range || (uid >= base && uid < base + 2 * count);
-      }
+      while (fields >> uid) p.uids.push_back(uid);
     }
-    if (in_range) found.push_back(p);
+    if (!p.uids.empty()) found.push_back(p);  // empty: gone while reading
   }
   closedir(proc);
+  return found;
+}
+
+// Host processes with any uid in [base, base + 2 * count).
+std::vector<HostProcess> SandboxProcessesOnHost(uint32_t base, uint32_t count) {
+  std::vector<HostProcess> found;
+  for (const HostProcess& p : HostProcesses()) {
+    for (uint64_t uid : p.uids) {
+      if (uid >= base && uid < base + 2 * count) {
+        found.push_back(p);
+        break;
+      }
+    }
+  }
+  return found;
+}
+
+// Host pids of the children of `parent` named `name`.
+std::vector<int> ChildrenNamed(int parent, const std::string& name) {
+  std::vector<int> found;
+  for (const HostProcess& p : HostProcesses()) {
+    if (p.ppid == parent && p.name == name) found.push_back(p.pid);
+  }
   return found;
 }
 
@@ -387,6 +411,17 @@ TEST_CASE("privileged calls are refused") {
   CHECK(outcome.stdout_data == "-1 -1 -1 -1 -1\n");
 }
 
+// A warm script process is the zygote's child: CLONE_PARENT would give the
+// zygote a child it never asked for.
+TEST_CASE("clone with CLONE_PARENT is refused") {
+  RunOutcome outcome = MustRun(
+      "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+      "r = libc.syscall(56, 0x8000 | 17, 0, 0, 0, 0)\n"
+      "if r == 0: os._exit(0)\n"
+      "print(r, ctypes.get_errno())\n");
+  CHECK(outcome.stdout_data == "-1 1\n");
+}
+
 TEST_CASE("subprocess, threads and the personality query still work") {
   RunOutcome outcome = MustRun(
       "import ctypes, subprocess, threading\n"
@@ -550,6 +585,9 @@ TEST_CASE("runs are warm by default") {
   CHECK(SharedSandbox()->warm());
 }
 
+// But for os.getppid(): 0, where a cold run's is 1. The script process is
+// the zygote's child, and the zygote is outside its pid namespace
+// (README, "Warm sandboxes").
 TEST_CASE("a warm run sees what python3 -I -u main.py sees") {
   RunOutcome outcome = MustRun(
       "import sys, os, gc\n"
@@ -557,7 +595,7 @@ TEST_CASE("a warm run sees what python3 -I -u main.py sees") {
       "print(sys.orig_argv[1:], sys.flags.isolated, sys.flags.safe_path)\n"
       "print(gc.isenabled(), gc.get_threshold())\n");
   CHECK(outcome.stdout_data ==
-        "__main__ ['main.py'] /work/main.py /work 1\n"
+        "__main__ ['main.py'] /work/main.py /work 0\n"
         "['-I', '-u', 'main.py'] 1 True\n"
         "True (700, 10, 10)\n");
 }
@@ -611,6 +649,60 @@ TEST_CASE("atexit handlers run and unclosed files are flushed at exit") {
 TEST_CASE("random state is not shared between runs") {
   std::string script = "import random\nprint(random.getrandbits(64))\n";
   CHECK(MustRun(script).stdout_data != MustRun(script).stdout_data);
+}
+
+// The zygote reaps warm script processes and reports their end to their
+// init. Killed mid-run, it can no longer say how its running script ends:
+// that run fails at once as a sandbox error (the server refunds those),
+// nothing of it is left, and later runs are cold.
+TEST_CASE("a zygote that dies fails its run in flight, and runs go cold") {
+  std::vector<int> spawners_before = ChildrenNamed(getpid(), "dex-spawner");
+  SandboxOptions options;
+  options.host_id_base = kHostIdBase + 2 * (kHostIdCount - 200);
+  options.host_id_count = 100;
+  auto opened = Sandbox::Open(options);
+  REQUIRE_MESSAGE(opened.ok(), opened.status().ToString());
+  Sandbox* sandbox = opened->get();
+  int spawner = -1;
+  for (int pid : ChildrenNamed(getpid(), "dex-spawner")) {
+    if (std::find(spawners_before.begin(), spawners_before.end(), pid) ==
+        spawners_before.end()) {
+      spawner = pid;
+    }
+  }
+  REQUIRE(spawner > 0);
+  std::vector<int> zygotes = ChildrenNamed(spawner, "python3");
+  REQUIRE(zygotes.size() == 1);
+
+  RunRequest request;
+  request.script = "import time\nprint('started', flush=True)\ntime.sleep(3)\n";
+  request.limits.wall_ms = 10'000;
+  std::optional<Result<RunOutcome>> outcome;
+  auto start = std::chrono::steady_clock::now();
+  std::thread run([&] { outcome.emplace(sandbox->Run(request)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  REQUIRE(kill(zygotes[0], SIGKILL) == 0);
+  run.join();
+  REQUIRE(outcome.has_value());
+  CHECK_FALSE(outcome->ok());
+  CHECK(outcome->status().message().find("zygote") != std::string::npos);
+  // Failed when the zygote went, not at the script's end or the wall limit.
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(2));
+
+  RunRequest after;
+  after.script = "print('after')\n";
+  Result<RunOutcome> later = sandbox->Run(after);
+  REQUIRE(later.ok());
+  CHECK(later->stdout_data == "after\n");
+  CHECK_FALSE(sandbox->warm());
+
+  std::vector<HostProcess> left =
+      SandboxProcessesOnHost(options.host_id_base, options.host_id_count);
+  for (int i = 0; i < 500 && !left.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    left = SandboxProcessesOnHost(options.host_id_base, options.host_id_count);
+  }
+  CHECK(left.empty());
 }
 
 TEST_CASE("a cold-only sandbox runs without the zygote") {
