@@ -44,7 +44,7 @@ constexpr int kStartTimeoutMs = 10'000;
 //   _exit().
 // Any failure before the script runs ends that process with 126.
 constexpr const char kLoader[] = R"PY(
-import os, sys, signal, resource, ctypes, array, struct, _socket, atexit, gc, select
+import os, sys, _signal, resource, ctypes, array, struct, _socket, atexit, gc, select
 
 def zygote():
     libc = ctypes.CDLL(None, use_errno=True)
@@ -61,8 +61,8 @@ def zygote():
     # Every child is reaped here, its end reported to its init: a byte on
     # the wakeup pipe per SIGCHLD wakes the loop.
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_write)
-    signal.signal(signal.SIGCHLD, lambda number, frame: None)
+    _signal.set_wakeup_fd(wake_write)
+    _signal.signal(_signal.SIGCHLD, lambda number, frame: None)
     links = {}
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
@@ -95,8 +95,8 @@ def zygote():
             except OSError:
                 pid = -1
             if pid == 0:
-                signal.set_wakeup_fd(-1)
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                _signal.set_wakeup_fd(-1)
+                _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
                 sock.detach()
                 close_except(fds)
                 return libc, code, prog, fds
@@ -240,8 +240,11 @@ def run_main():
     sys.modules["__main__"] = main
     sys.argv = ["main.py"]
     sys.orig_argv = [sys.executable, "-I", "-u", "main.py"]
-    with open("/work/main.py", "rb") as script:
-        source = script.read()
+    script = os.open("/work/main.py", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        source = b"".join(iter(lambda: os.read(script, 1 << 20), b""))
+    finally:
+        os.close(script)
     interrupted = False
     try:
         exec(compile(source, "/work/main.py", "exec", dont_inherit=True),
@@ -288,8 +291,8 @@ def finish(main, code, interrupted):
         except BaseException:
             code = 120
     if interrupted:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
+        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+        os.kill(os.getpid(), _signal.SIGINT)
     os._exit(code)
 
 _libc, _code, _prog, _fds = zygote()

@@ -646,6 +646,14 @@ TEST_CASE("atexit handlers run and unclosed files are flushed at exit") {
   CHECK(outcome.stdout_data == "bye\nx");
 }
 
+// As python3 -I -u main.py: the traceback, then death by SIGINT.
+TEST_CASE("an uncaught KeyboardInterrupt ends the run by SIGINT") {
+  RunOutcome outcome = MustRun("raise KeyboardInterrupt\n");
+  CHECK(outcome.reason == Reason::kSignal);
+  CHECK(outcome.signal == 2);
+  CHECK(outcome.stderr_data.find("KeyboardInterrupt") != std::string::npos);
+}
+
 TEST_CASE("random state is not shared between runs") {
   std::string script = "import random\nprint(random.getrandbits(64))\n";
   CHECK(MustRun(script).stdout_data != MustRun(script).stdout_data);
