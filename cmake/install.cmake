@@ -18,6 +18,8 @@ install(TARGETS dex-shim RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 # option, environment variable or neighbouring copy names another.
 install(TARGETS dex-spawner
   RUNTIME DESTINATION ${CMAKE_INSTALL_LIBEXECDIR}/dex)
+install(TARGETS dex-zygote-helper
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBEXECDIR}/dex)
 
 # A static libdex needs its private dependencies at the consumer's link.
 get_target_property(DEX_LIBRARY_TYPE dex TYPE)

@@ -28,6 +28,7 @@
 #include <string>
 
 #include "libdex/fd_passing.h"
+#include "spawner/script_process.h"
 #include "spawner/unique_fd.h"
 
 namespace dex::spawner {
@@ -36,7 +37,6 @@ namespace {
 using internal::InitMessage;
 using internal::SpawnRequest;
 
-constexpr uid_t kScriptId = 1000;
 // The new root is assembled on a tmpfs mounted here in the run's own mount
 // namespace; the host's /tmp is untouched.
 constexpr const char* kStage = "/tmp";
@@ -45,8 +45,6 @@ constexpr long kSampleNs = 10'000'000;  // DESIGN: at least every 10 ms
 constexpr int kLinkGraceTicks = 100;
 // A pre-built sandbox's scratch tmpfs until its run sizes it.
 constexpr int64_t kPlaceholderScratchKb = 1024;
-constexpr int64_t kOpenFiles = internal::kScriptOpenFiles;
-constexpr int64_t kFileSizeBytes = internal::kScriptFileSizeBytes;
 
 // Written at build time of the environment; fixed and documented.
 char kEnvPath[] = "PATH=/usr/local/bin:/usr/bin:/bin";
@@ -310,11 +308,6 @@ bool SealRoot(SetupError* error) {
 
 // ---- The script process: between fork and exec, no allocation. ----
 
-void SetLimit(int resource, rlim_t soft, rlim_t hard) {
-  rlimit limit = {soft, hard};
-  setrlimit(resource, &limit);
-}
-
 struct ScriptPlan {
   char* argv[6];
   int stdin_fd, stdout_fd, stderr_fd, status_fd;
@@ -323,41 +316,18 @@ struct ScriptPlan {
 };
 
 [[noreturn]] void ExecScript(const ScriptPlan& plan) {
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, nullptr);
-  setsid();
-
-  // RLIMIT_CPU is a per-process backstop only; init enforces the summed
-  // limit. RLIMIT_AS stays unset: it breaks threads (see SANDBOX-NOTES).
-  SetLimit(RLIMIT_NPROC, plan.processes, plan.processes);
-  SetLimit(RLIMIT_NOFILE, kOpenFiles, kOpenFiles);
-  SetLimit(RLIMIT_FSIZE, kFileSizeBytes, kFileSizeBytes);
-  SetLimit(RLIMIT_CPU, plan.cpu_seconds, plan.cpu_seconds + 1);
-  SetLimit(RLIMIT_CORE, 0, 0);
-
-  // Dropping to a non-zero uid clears every capability.
-  if (setresgid(kScriptId, kScriptId, kScriptId) < 0 ||
-      setresuid(kScriptId, kScriptId, kScriptId) < 0) {
-    _exit(126);
-  }
-  if (dup2(plan.stdin_fd, 0) < 0 || dup2(plan.stdout_fd, 1) < 0 ||
-      dup2(plan.stderr_fd, 2) < 0) {
+  ScriptLimits limits = {plan.processes, plan.cpu_seconds,
+                         internal::kScriptOpenFiles,
+                         internal::kScriptFileSizeBytes};
+  if (!DropToScriptUser(limits) ||
+      !TakeStdio(plan.stdin_fd, plan.stdout_fd, plan.stderr_fd)) {
     _exit(126);
   }
   InitMessage started = {};
   started.kind = internal::kStarted;
   started.mono_ns = MonotonicNs();
   WriteMessage(plan.status_fd, started);
-  syscall(SYS_close_range, 3u, ~0u, 0u);
-  if (chdir("/work") < 0) _exit(126);
-
-  // no_new_privs must precede an unprivileged seccomp load; seccomp comes
-  // last so that nothing above runs under it.
-  prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-  if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, plan.seccomp) < 0) {
-    _exit(126);
-  }
+  if (!SealScriptProcess(plan.seccomp)) _exit(126);
   execve(plan.argv[0], plan.argv, kEnvironment);
   static const char kExecFailed[] = "dex: cannot start the interpreter\n";
   ssize_t ignored = write(2, kExecFailed, sizeof(kExecFailed) - 1);

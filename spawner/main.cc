@@ -37,6 +37,7 @@
 #include "libdex/fd_passing.h"
 #include "libdex/spawn_protocol.h"
 #include "spawner/init.h"
+#include "spawner/script_process.h"
 #include "spawner/seccomp_policy.h"
 #include "spawner/unique_fd.h"
 #include "spawner/zygote.h"
@@ -107,21 +108,6 @@ int64_t MonotonicNs() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
-
-// Closes every fd from 3 up except those in `keep` (a child of the spawner
-// must hold nothing of other runs, the pool or the zygote).
-void CloseAllExcept(std::vector<int> keep) {
-  std::sort(keep.begin(), keep.end());
-  unsigned first = 3;
-  for (int fd : keep) {
-    if (fd < static_cast<int>(first)) continue;
-    if (static_cast<unsigned>(fd) > first) {
-      syscall(SYS_close_range, first, static_cast<unsigned>(fd) - 1, 0u);
-    }
-    first = static_cast<unsigned>(fd) + 1;
-  }
-  syscall(SYS_close_range, first, ~0u, 0u);
 }
 
 // One request. False at end of file or on a broken socket.
@@ -487,6 +473,15 @@ void ReapChildren(int signal_fd, Spawner* spawner) {
   while ((pid = waitpid(-1, nullptr, WNOHANG)) > 0) spawner->OnChildEnded(pid);
 }
 
+// dex-zygote-helper.so, installed and built beside the spawner.
+std::string HelperPath() {
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n <= 0) return "dex-zygote-helper.so";
+  std::string path(exe, static_cast<size_t>(n));
+  return path.substr(0, path.rfind('/') + 1) + "dex-zygote-helper.so";
+}
+
 int Main(int argc, char** argv) {
   Options options;
   if (!ParseOptions(argc, argv, &options)) {
@@ -528,7 +523,7 @@ int Main(int argc, char** argv) {
   // No warm runs without the zygote; a cold run needs nothing of it.
   std::unique_ptr<Zygote> zygote;
   if (options.warm_pool_max > 0) {
-    zygote = Zygote::Start(options.python_path, filter, &error);
+    zygote = Zygote::Start(options.python_path, HelperPath(), filter, &error);
     if (zygote == nullptr) {
       fprintf(stderr, "dex-spawner: %s; runs are cold\n", error.c_str());
     }

@@ -20,10 +20,12 @@ namespace dex::spawner {
 // Not thread-safe; owned by the single-threaded spawner.
 class Zygote {
  public:
-  // Starts the interpreter with its socket on fd 3, hands it the seccomp
-  // filter and waits (bounded) until it is ready. nullptr and `error` when
-  // it cannot start. Call only from a single-threaded process.
+  // Starts the interpreter with its socket on fd 3 and `helper_path`
+  // (dex-zygote-helper.so) to load, hands it the seccomp filter and waits
+  // (bounded) until it is ready. nullptr and `error` when it cannot
+  // start. Call only from a single-threaded process.
   static std::unique_ptr<Zygote> Start(const std::string& python_path,
+                                       const std::string& helper_path,
                                        const std::vector<sock_filter>& filter,
                                        std::string* error);
   // Closing the socket makes the zygote exit; the spawner's SIGCHLD
@@ -43,9 +45,6 @@ class Zygote {
   pid_t pid_;
   UniqueFd socket_;
 };
-
-// The Python source the zygote runs (exposed for tests and review).
-std::string ZygoteLoaderSource();
 
 }  // namespace dex::spawner
 

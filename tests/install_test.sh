@@ -18,6 +18,7 @@ for f in include/dex/dex.h include/dex/service.h bin/dex-shim; do
 done
 spawner=$(find "$prefix" -path '*/libexec/dex/dex-spawner' -type f)
 test -x "$spawner" || { echo "dex-spawner not in libexec/dex" >&2; exit 1; }
+test -f "$(dirname "$spawner")/dex-zygote-helper.so" || { echo "dex-zygote-helper.so not beside dex-spawner" >&2; exit 1; }
 config=$(find "$prefix" -name dexConfig.cmake)
 test -n "$config" || { echo "dexConfig.cmake not installed" >&2; exit 1; }
 

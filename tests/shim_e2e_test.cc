@@ -465,7 +465,9 @@ pid_t ParentOf(const std::string& pid) {
 
 // Regression: an installed dex-shim looked for its spawner only beside
 // itself, in the build tree and at the configured prefix, so a prefix
-// given to `cmake --install --prefix` was never found.
+// given to `cmake --install --prefix` was never found. The spawner then
+// finds the zygote's helper beside itself: its zygote (a python3 child)
+// exists only when the helper loaded.
 TEST_CASE("an installed layout finds its spawner in ../libexec/dex") {
   TempDir prefix;
   namespace fs = std::filesystem;
@@ -475,6 +477,8 @@ TEST_CASE("an installed layout finds its spawner in ../libexec/dex") {
   std::string spawner = prefix.path() + "/libexec/dex/dex-spawner";
   fs::copy_file(DEX_SHIM_PATH, shim);
   fs::copy_file(fs::path(DEX_SHIM_PATH).parent_path() / "dex-spawner", spawner);
+  fs::copy_file(fs::path(DEX_SHIM_PATH).parent_path() / "dex-zygote-helper.so",
+                prefix.path() + "/libexec/dex/dex-zygote-helper.so");
   TempDir data;
   int out[2];
   REQUIRE(pipe2(out, O_CLOEXEC) == 0);
@@ -498,16 +502,22 @@ TEST_CASE("an installed layout finds its spawner in ../libexec/dex") {
   }
   close(out[0]);
   CHECK(line.rfind("listening on http://", 0) == 0);
-  std::string found;
-  for (const auto& entry : fs::directory_iterator("/proc")) {
-    std::string name = entry.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    if (ParentOf(name) == pid) {
+  // The child of `parent` whose executable's path holds `part`.
+  auto child_running = [](pid_t parent, const std::string& part, pid_t* child) {
+    for (const auto& entry : fs::directory_iterator("/proc")) {
+      std::string name = entry.path().filename();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      if (ParentOf(name) != parent) continue;
       std::string exe = ExeOf(std::atoi(name.c_str()));
-      if (exe.find("dex-spawner") != std::string::npos) found = exe;
+      if (exe.find(part) == std::string::npos) continue;
+      *child = std::atoi(name.c_str());
+      return exe;
     }
-  }
-  CHECK(found == spawner);
+    return std::string();
+  };
+  pid_t spawner_pid = -1, zygote_pid = -1;
+  CHECK(child_running(pid, "dex-spawner", &spawner_pid) == spawner);
+  CHECK(child_running(spawner_pid, "python3", &zygote_pid) != "");
   kill(pid, SIGTERM);
   int status = 0;
   waitpid(pid, &status, 0);
