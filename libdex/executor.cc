@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -87,7 +88,6 @@ struct Executor::Rep {
 
   std::mutex mu;
   std::condition_variable work_cv;     // queued work or shutdown
-  std::condition_variable done_cv;     // a run became terminal
   std::condition_variable idle_cv;     // a run left its sandbox
   std::condition_variable janitor_cv;  // shutdown, for the janitor
   // Users with queued runs, in round-robin order. Guarded by mu.
@@ -100,8 +100,27 @@ struct Executor::Rep {
   std::vector<std::thread> workers;
   std::thread janitor;
 
+  // Callers of Wait on one run. Each run's end wakes its own waiters only:
+  // one condition variable for all would wake every waiting request (and
+  // have each read its run back) at every run's end.
+  struct Waiters {
+    std::condition_variable cv;
+    uint64_t ends = 0;  // times the run was recorded as ended
+    int count = 0;      // callers waiting
+  };
+  // Run id -> its waiters, while any wait. Guarded by mu.
+  std::unordered_map<std::string, std::shared_ptr<Waiters>> waiters;
+
   void Log(LogLevel level, const std::string& message) {
     options.logger->Log(level, message);
+  }
+
+  void NotifyEnded(const std::string& id) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = waiters.find(id);
+    if (it == waiters.end()) return;
+    ++it->second->ends;
+    it->second->cv.notify_all();
   }
 
   // Picks the next run: the first user in round-robin order that has work
@@ -199,7 +218,7 @@ Status Executor::Rep::Finish(Execution& e, bool refund) {
     Log(LogLevel::kError,
         "executor: recording the end of " + e.id + ": " + s.ToString());
   }
-  done_cv.notify_all();
+  NotifyEnded(e.id);
   return s;
 }
 
@@ -245,7 +264,6 @@ void Executor::Rep::RunOne(const std::string& user_id, const QueuedRun& run) {
                      [&] { return stopping; });
     return;
   }
-  done_cv.notify_all();
 
   RunRequest request;
   request.script = std::move(script.script);
@@ -578,18 +596,37 @@ Result<Execution> Executor::Wait(const std::string& user_id,
                                  const std::string& id, int64_t timeout_ms) {
   auto deadline =
       std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  Rep& r = *rep_;
+  std::shared_ptr<Rep::Waiters> waiters;
+  {
+    std::lock_guard<std::mutex> lock(r.mu);
+    std::shared_ptr<Rep::Waiters>& slot = r.waiters[id];
+    if (slot == nullptr) slot = std::make_shared<Rep::Waiters>();
+    ++slot->count;
+    waiters = slot;
+  }
+  auto leave = [&] {
+    std::lock_guard<std::mutex> lock(r.mu);
+    if (--waiters->count == 0) r.waiters.erase(id);
+  };
   for (;;) {
+    // The count of ends is taken before the run is read: an end recorded
+    // after the read changes it, so none is missed between the two.
+    uint64_t ends;
+    {
+      std::lock_guard<std::mutex> lock(r.mu);
+      ends = waiters->ends;
+    }
     auto e = Get(user_id, id);
-    if (!e.ok() || Terminal(e->state)) return e;
-    std::unique_lock<std::mutex> lock(rep_->mu);
-    // Bounded wait: a notification between Get and here is caught on the
-    // next round at the latest.
-    if (rep_->done_cv.wait_until(
-            lock, std::min(deadline, std::chrono::steady_clock::now() +
-                                         std::chrono::milliseconds(50))) ==
-            std::cv_status::timeout &&
-        std::chrono::steady_clock::now() >= deadline) {
+    if (!e.ok() || Terminal(e->state)) {
+      leave();
+      return e;
+    }
+    std::unique_lock<std::mutex> lock(r.mu);
+    if (!waiters->cv.wait_until(lock, deadline,
+                                [&] { return waiters->ends != ends; })) {
       lock.unlock();
+      leave();
       return Get(user_id, id);
     }
   }

@@ -5,10 +5,12 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "dex/quota.h"
 #include "dex/store.h"
@@ -127,6 +129,39 @@ TEST_CASE_FIXTURE(ExecutorFixture, "a submitted run completes and is charged") {
   CHECK(done.state == dex::ExecState::kCompleted);
   CHECK(done.outcome.stdout_data == "print(1)");
   CHECK(Used(user) == 1);
+}
+
+// Each run's end wakes its own waiters. A waiter whose wake-up was lost
+// (the end recorded between its read and its wait) would sit until its
+// 30 s deadline: all must be back well before.
+TEST_CASE_FIXTURE(ExecutorFixture,
+                  "every waiter returns when its own run ends, many at once") {
+  Start();
+  std::string user = User();
+  sandbox.SetOpen(false);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 40; ++i) {
+    auto submitted = Submit(user, "run " + std::to_string(i));
+    REQUIRE(submitted.ok());
+    ids.push_back(submitted->execution.id);
+  }
+  auto start = std::chrono::steady_clock::now();
+  std::atomic<int> completed{0};
+  std::vector<std::thread> waiters;
+  for (int i = 0; i < 80; ++i) {  // two waiters per run
+    waiters.emplace_back([&, i] {
+      auto e = executor->Wait(user, ids[i / 2], 30'000);
+      if (e.ok() && e->state == dex::ExecState::kCompleted &&
+          e->outcome.stdout_data == "run " + std::to_string(i / 2)) {
+        ++completed;
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  sandbox.SetOpen(true);
+  for (auto& t : waiters) t.join();
+  CHECK(completed == 80);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10));
 }
 
 TEST_CASE_FIXTURE(ExecutorFixture, "a sandbox failure fails and refunds") {
