@@ -1,5 +1,6 @@
 #include "dex/keys.h"
 
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
@@ -67,9 +68,15 @@ std::string Checksum(std::string_view body) {
 }
 
 std::string Sha256Hex(std::string_view data) {
+  // Fetched once: SHA256() looks the algorithm up again on every call,
+  // which cost as much as hashing a key.
+  static EVP_MD* const kSha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
   unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(),
-         digest);
+  if (kSha256 == nullptr || EVP_Digest(data.data(), data.size(), digest,
+                                       nullptr, kSha256, nullptr) != 1) {
+    SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(),
+           digest);
+  }
   static const char kHex[] = "0123456789abcdef";
   std::string out;
   for (unsigned char b : digest) {

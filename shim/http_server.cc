@@ -134,15 +134,26 @@ struct AccessContext {
 };
 thread_local AccessContext t_access;
 
+// req_ and 16 hex digits. Ids only tie log lines to answers, so they need
+// to be unique, not secret: each thread seeds a splitmix64 sequence once
+// from the system's random source (the per-request RAND_bytes this
+// replaces was a tenth of GET /me's CPU).
 std::string NewRequestId() {
-  unsigned char bytes[8];
-  if (RAND_bytes(bytes, sizeof bytes) != 1) {
-    static std::atomic<uint64_t> counter{0};
-    uint64_t n = ++counter;  // never expected; still unique per process
-    std::memcpy(bytes, &n, sizeof bytes);
-  }
+  thread_local uint64_t state = [] {
+    uint64_t seed = 0;
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(&seed), sizeof seed) != 1) {
+      static std::atomic<uint64_t> counter{0};
+      seed = ++counter;  // never expected; still distinct per thread
+    }
+    return seed;
+  }();
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  static const char kHex[] = "0123456789abcdef";
   std::string id = "req_";
-  for (unsigned char b : bytes) id += fmt::format("{:02x}", b);
+  for (int shift = 60; shift >= 0; shift -= 4) id += kHex[(z >> shift) & 15];
   return id;
 }
 

@@ -4,7 +4,11 @@
 #include <rapidjson/document.h>
 
 #include <algorithm>
+#include <mutex>
+#include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "tests/logged_shim.h"
 #include "tests/test_util.h"
@@ -48,6 +52,36 @@ TEST_CASE("a request writes exactly one access line with the key id only") {
   CHECK(line.find("key=" + key_id) != std::string::npos);
   CHECK(ReadFile(log).find(key) == std::string::npos);
   CHECK(ReadFile(log).find(key.substr(9, 20)) == std::string::npos);
+}
+
+// Without a client's own id, each answer gets a fresh one (the log line
+// carries it): req_ and 16 lower-case hex digits, distinct across the
+// server's threads.
+TEST_CASE("generated request ids are well formed and distinct") {
+  TempDir dir;
+  LoggedShim shim({"--data", dir.path(), "--listen", "127.0.0.1:0"},
+                  dir.path() + "/shim.log");
+  REQUIRE(shim.port() > 0);
+  std::set<std::string> ids;
+  std::mutex mu;
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&] {
+      for (int i = 0; i < 100; ++i) {
+        std::string id =
+            Http(shim.port(), "GET", "/healthz").Header("x-request-id");
+        std::lock_guard<std::mutex> lock(mu);
+        ids.insert(id);
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  CHECK(ids.size() == 400);
+  for (const std::string& id : ids) {
+    CHECK(id.size() == 20);
+    CHECK(id.rfind("req_", 0) == 0);
+    CHECK(id.find_first_not_of("0123456789abcdef", 4) == std::string::npos);
+  }
 }
 
 TEST_CASE("an unauthenticated request is logged without a key id") {
