@@ -22,7 +22,8 @@
 //   fork, the script process, waits for 'r' and joins the namespaces. It
 //   writes its pid in the run's pid namespace on the link (an int32) and
 //   waits on its go socket. It stays the zygote's child: when it ends, the
-//   zygote reaps it and writes a ScriptExit on the link.
+//   zygote reaps it and writes a ScriptExit on the link. Once set up for
+//   its run, just before the script, it writes kScriptStarted there.
 // For a run the spawner sends:
 // - to the init, on its go socket: the SpawnRequest and, as SCM_RIGHTS,
 //   the fds in WarmInitFd order; init sizes the scratch tmpfs, writes
@@ -77,6 +78,9 @@ enum ScriptGoFd {
 
 inline constexpr uint32_t kZygoteMagic = 0x64657a31;      // "dez1"
 inline constexpr uint32_t kScriptExitMagic = 0x64657a32;  // "dez2"
+// One byte from a warm script process to its init, on the link, once it
+// is set up (seccomp loaded) and about to run the script.
+inline constexpr char kScriptStarted = 'S';
 
 // How a warm script process ended, from the zygote (its parent) to the
 // run's init over the link. Little-endian, no padding; packed by the

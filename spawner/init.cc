@@ -423,20 +423,32 @@ class Watch {
            (!link_fd_.valid() || ticks_since_kill_ >= kLinkGraceTicks);
   }
 
-  // The zygote's word on how the script process ended. Anything else (end
-  // of file above all) means the zygote is gone: the script process, if
-  // still alive, has passed to the spawner, and how it ends can no longer
-  // be known. The run then fails as a sandbox error.
+  // The script process's word that its script starts, then the zygote's
+  // on how the script process ended. An end before the start is a set-up
+  // failure. Anything else (end of file above all) means the zygote is
+  // gone: the script process, if still alive, has passed to the spawner,
+  // and how it ends can no longer be known. Either fails the run as a
+  // sandbox error.
   void OnLink() {
     internal::ScriptExit exit = {};
     ssize_t n = recv(link_fd_.get(), &exit, sizeof(exit), MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (n == 1 && !script_started_ &&
+        reinterpret_cast<const char*>(&exit)[0] == internal::kScriptStarted) {
+      script_started_ = true;
+      return;
+    }
     link_fd_.Reset();
     script_done_ = true;
     end_ns_ = MonotonicNs();
     if (n != sizeof(exit) || exit.magic != internal::kScriptExitMagic) {
       flags_ |= internal::kFlagSetupFailed;
       error_ = "the zygote ended before the script process";
+      return;
+    }
+    if (!script_started_) {
+      flags_ |= internal::kFlagSetupFailed;
+      error_ = "the script process ended before its script started";
       return;
     }
     script_status_ = exit.wait_status;
@@ -577,7 +589,8 @@ class Watch {
   int64_t tick_us_;
   int64_t script_cpu_us_ = 0;  // a warm script's, from the zygote
   int ticks_since_kill_ = 0;
-  std::string error_;  // with kFlagSetupFailed
+  bool script_started_ = false;  // a warm run's, from its script process
+  std::string error_;            // with kFlagSetupFailed
   pid_t script_ = -1;
   bool script_done_ = false;
   bool no_children_ = false;

@@ -65,8 +65,12 @@ bool TakeStdio(int stdin_fd, int stdout_fd, int stderr_fd) {
          dup2(stderr_fd, 2) == 2;
 }
 
-bool SealScriptProcess(const sock_fprog* seccomp) {
-  syscall(SYS_close_range, 3u, ~0u, 0u);
+bool SealScriptProcess(const sock_fprog* seccomp, int keep) {
+  if (keep >= 0) {
+    CloseAllExcept({keep});
+  } else {
+    syscall(SYS_close_range, 3u, ~0u, 0u);
+  }
   if (chdir("/work") < 0) return false;
 
   // no_new_privs must precede an unprivileged seccomp load.

@@ -36,9 +36,10 @@ bool CheckNoCapabilities();
 // The run's pipes as fds 0, 1 and 2.
 bool TakeStdio(int stdin_fd, int stdout_fd, int stderr_fd);
 
-// Every fd above 2 closed, /work the working directory, then no_new_privs
-// and the seccomp filter, last, so that nothing above runs under it.
-bool SealScriptProcess(const sock_fprog* seccomp);
+// Every fd above 2 closed but `keep` (-1 for none), /work the working
+// directory, then no_new_privs and the seccomp filter, last, so that
+// nothing above runs under it.
+bool SealScriptProcess(const sock_fprog* seccomp, int keep = -1);
 
 // Closes every fd from 3 up except those in `keep`.
 void CloseAllExcept(std::vector<int> keep);

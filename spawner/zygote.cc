@@ -35,7 +35,7 @@ constexpr int kStartTimeoutMs = 10'000;
 // argv, `__main__`, tracebacks and exit codes; at the end it does the
 // observable part of interpreter shutdown and then _exit().
 constexpr const char kLoader[] = R"PY(
-import os, sys, _signal, ctypes, atexit, gc
+import os, sys, _signal, ctypes, atexit, gc, io
 
 def zygote():
     serve = ctypes.PyDLL(sys.argv[1]).dex_zygote_serve
@@ -59,8 +59,32 @@ def warm_up():
     gc.disable()
     gc.freeze()
 
+def reopen_stdio():
+    # The zygote's stdio objects were made for /dev/null and cached what
+    # they learned of it (seekable, among others): new ones for the run's
+    # pipes, configured as the zygote's were (so as -I -u sets them up).
+    for name, fd, mode in (("stdin", 0, "r"), ("stdout", 1, "w"),
+                           ("stderr", 2, "w")):
+        old = getattr(sys, name)
+        raw = io.FileIO(fd, mode, closefd=False)
+        raw.name = "<%s>" % name
+        if isinstance(old.buffer, io.FileIO):
+            buffer = raw
+        elif mode == "r":
+            buffer = io.BufferedReader(raw)
+        else:
+            buffer = io.BufferedWriter(raw)
+        stream = io.TextIOWrapper(buffer, encoding=old.encoding,
+                                  errors=old.errors, newline="\n",
+                                  line_buffering=old.line_buffering,
+                                  write_through=old.write_through)
+        stream.mode = mode
+        setattr(sys, name, stream)
+        setattr(sys, "__%s__" % name, stream)
+
 def run_main():
     gc.enable()
+    reopen_stdio()
     if "random" in sys.modules:
         sys.modules["random"].seed()
     main = type(sys)("__main__")

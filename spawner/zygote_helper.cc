@@ -101,8 +101,14 @@ void BecomeScriptProcess(const int fds[kZygoteFdCount],
     _exit(126);
   }
   SetName("python3");
-  // /work is this run's once init has sized it and written main.py.
-  if (!ReadByte(link, 'g') || !SealScriptProcess(seccomp)) _exit(126);
+  // /work is this run's once init has sized it and written main.py. Init
+  // counts the run's script as started only once told so: an end before
+  // that is a set-up failure, not the script's exit.
+  if (!ReadByte(link, 'g') || !SealScriptProcess(seccomp, link) ||
+      write(link, &internal::kScriptStarted, 1) != 1) {
+    _exit(126);
+  }
+  close(link);
 }
 
 class Zygote {

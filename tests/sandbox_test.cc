@@ -600,6 +600,22 @@ TEST_CASE("a warm run sees what python3 -I -u main.py sees") {
         "True (700, 10, 10)\n");
 }
 
+// The zygote's stdio objects were made for /dev/null; a run's must answer
+// for its pipes, as in a cold run.
+TEST_CASE("a warm run's stdio is not seekable, as in a cold run") {
+  RunOutcome outcome = MustRun(
+      "import sys\n"
+      "print(sys.stdin.seekable(), sys.stdout.seekable(),"
+      " sys.stderr.seekable(), sys.stdin.buffer.raw.seekable())\n"
+      "try: sys.stdin.tell()\n"
+      "except Exception as e: print(type(e).__name__)\n"
+      "print(sys.stdin.name, sys.stdout.errors, sys.stdout.write_through)\n",
+      {}, std::string("x\n"));
+  CHECK(outcome.stdout_data ==
+        "False False False False\nUnsupportedOperation\n"
+        "<stdin> surrogateescape True\n");
+}
+
 TEST_CASE("a warm run's traceback shows only the script's frames") {
   RunOutcome outcome = MustRun("def f():\n    raise ValueError('boom')\nf()\n");
   CHECK(outcome.exit_code == 1);
@@ -659,28 +675,41 @@ TEST_CASE("random state is not shared between runs") {
   CHECK(MustRun(script).stdout_data != MustRun(script).stdout_data);
 }
 
+// A Sandbox of a test's own (its own spawner, found as the new
+// dex-spawner child of this process, and that spawner's zygote), for
+// tests that kill parts of it.
+struct OwnSandbox {
+  std::unique_ptr<Sandbox> sandbox;
+  int spawner = -1;
+  int zygote = -1;
+
+  explicit OwnSandbox(const SandboxOptions& options) {
+    std::vector<int> before = ChildrenNamed(getpid(), "dex-spawner");
+    auto opened = Sandbox::Open(options);
+    REQUIRE_MESSAGE(opened.ok(), opened.status().ToString());
+    sandbox = std::move(opened.value());
+    for (int pid : ChildrenNamed(getpid(), "dex-spawner")) {
+      if (std::find(before.begin(), before.end(), pid) == before.end()) {
+        spawner = pid;
+      }
+    }
+    REQUIRE(spawner > 0);
+    std::vector<int> zygotes = ChildrenNamed(spawner, "python3");
+    REQUIRE(zygotes.size() == 1);
+    zygote = zygotes[0];
+  }
+};
+
 // The zygote reaps warm script processes and reports their end to their
 // init. Killed mid-run, it can no longer say how its running script ends:
 // that run fails at once as a sandbox error (the server refunds those),
 // nothing of it is left, and later runs are cold.
 TEST_CASE("a zygote that dies fails its run in flight, and runs go cold") {
-  std::vector<int> spawners_before = ChildrenNamed(getpid(), "dex-spawner");
   SandboxOptions options;
   options.host_id_base = kHostIdBase + 2 * (kHostIdCount - 200);
   options.host_id_count = 100;
-  auto opened = Sandbox::Open(options);
-  REQUIRE_MESSAGE(opened.ok(), opened.status().ToString());
-  Sandbox* sandbox = opened->get();
-  int spawner = -1;
-  for (int pid : ChildrenNamed(getpid(), "dex-spawner")) {
-    if (std::find(spawners_before.begin(), spawners_before.end(), pid) ==
-        spawners_before.end()) {
-      spawner = pid;
-    }
-  }
-  REQUIRE(spawner > 0);
-  std::vector<int> zygotes = ChildrenNamed(spawner, "python3");
-  REQUIRE(zygotes.size() == 1);
+  OwnSandbox own(options);
+  Sandbox* sandbox = own.sandbox.get();
 
   RunRequest request;
   request.script = "import time\nprint('started', flush=True)\ntime.sleep(3)\n";
@@ -689,7 +718,7 @@ TEST_CASE("a zygote that dies fails its run in flight, and runs go cold") {
   auto start = std::chrono::steady_clock::now();
   std::thread run([&] { outcome.emplace(sandbox->Run(request)); });
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  REQUIRE(kill(zygotes[0], SIGKILL) == 0);
+  REQUIRE(kill(own.zygote, SIGKILL) == 0);
   run.join();
   REQUIRE(outcome.has_value());
   CHECK_FALSE(outcome->ok());
@@ -711,6 +740,34 @@ TEST_CASE("a zygote that dies fails its run in flight, and runs go cold") {
     left = SandboxProcessesOnHost(options.host_id_base, options.host_id_count);
   }
   CHECK(left.empty());
+}
+
+// A pre-built sandbox whose script process died before its run: the run
+// that takes it fails as a sandbox error (refunded upstream), never as the
+// dead process's exit.
+TEST_CASE("a run on a sandbox whose script process died fails at set-up") {
+  SandboxOptions options;
+  options.host_id_base = kHostIdBase + 2 * (kHostIdCount - 300);
+  options.host_id_count = 100;
+  options.warm_pool_min = 1;
+  options.warm_pool_max = 1;
+  OwnSandbox own(options);
+  std::vector<int> idle;
+  for (int i = 0; i < 500 && idle.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    idle = ChildrenNamed(own.zygote, "dex-idle");
+  }
+  REQUIRE(idle.size() == 1);
+  REQUIRE(kill(idle[0], SIGKILL) == 0);
+
+  RunRequest request;
+  request.script = "print('ran')\n";
+  Result<RunOutcome> outcome = own.sandbox->Run(request);
+  CHECK_FALSE(outcome.ok());
+  CHECK(outcome.status().message().find("sandbox setup") != std::string::npos);
+  Result<RunOutcome> next = own.sandbox->Run(request);
+  REQUIRE(next.ok());
+  CHECK(next->stdout_data == "ran\n");
 }
 
 TEST_CASE("a cold-only sandbox runs without the zygote") {
