@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -31,7 +30,8 @@ constexpr int kStartTimeoutMs = 10'000;
 // script process whose run may start: ids, rlimits, stdio, fds,
 // no_new_privs and seccomp all set, /work the working directory. There
 // the loader reinitialises the interpreter after the fork, as os.fork()
-// would, and runs /work/main.py as `python3 -I -u main.py` would: same
+// would, makes stdio objects for the run's pipes, and runs /work/main.py
+// as `python3 -I -u main.py` would: same
 // argv, `__main__`, tracebacks and exit codes; at the end it does the
 // observable part of interpreter shutdown and then _exit().
 constexpr const char kLoader[] = R"PY(
