@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "shim/json_io.h"
+#include "shim/listener.h"
 #include "shim/metrics.h"
 
 namespace dex::shim {
@@ -377,22 +378,13 @@ HttpServer::HttpServer(Service* service, Logger* logger,
 HttpServer::~HttpServer() { Stop(); }
 
 Result<int> HttpServer::Bind(const std::string& host, int port) {
-  int bound = port;
-  if (port == 0) {
-    bound = rep_->server.bind_to_any_port(host);
-  } else if (!rep_->server.bind_to_port(host, port)) {
-    bound = -1;
-  }
-  if (bound <= 0) {
-    return Status(
-        Category::kUnavailable, "unavailable",
-        fmt::format("binding {}:{}: address in use or invalid", host, port));
-  }
+  Result<int> bound = BindListener(rep_->server, host, port, "binding");
+  if (!bound.ok()) return bound;
   // Listening again on a listening socket only changes its backlog.
   int fd = rep_->listen_fd;
   if (fd >= 0 && listen(fd, rep_->options.listen_backlog) != 0) {
     return Status::FromErrno(
-        fmt::format("listening on {}:{} with a longer backlog", host, bound),
+        fmt::format("listening on {}:{} with a longer backlog", host, *bound),
         errno, Category::kUnavailable);
   }
   return bound;
@@ -406,15 +398,7 @@ Status HttpServer::Start(std::function<void()> on_exit) {
   });
   // The socket already listens (the kernel queues connections); wait for
   // the accept loop so the readiness line never precedes it.
-  auto deadline = Clock::now() + std::chrono::seconds(10);
-  while (!rep_->server.is_running()) {
-    if (Clock::now() > deadline) {
-      return Status(Category::kInternal, "internal_error",
-                    "starting the HTTP server: accept loop did not start");
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return Status::Ok();
+  return AwaitAcceptLoop(rep_->server, "the HTTP server");
 }
 
 void HttpServer::Stop() {

@@ -5,8 +5,9 @@
 #include <httplib.h>
 #include <sys/socket.h>
 
-#include <chrono>
 #include <thread>
+
+#include "shim/listener.h"
 
 namespace dex::shim {
 namespace {
@@ -139,29 +140,12 @@ MetricsServer::MetricsServer(Service* service, const Metrics* metrics)
 MetricsServer::~MetricsServer() { Stop(); }
 
 Result<int> MetricsServer::Start(const std::string& host, int port) {
-  int bound = port;
-  if (port == 0) {
-    bound = rep_->server.bind_to_any_port(host);
-  } else if (!rep_->server.bind_to_port(host, port)) {
-    bound = -1;
-  }
-  if (bound <= 0) {
-    return Status(Category::kUnavailable, "unavailable",
-                  fmt::format("binding the metrics listener {}:{}: address "
-                              "in use or invalid",
-                              host, port));
-  }
+  Result<int> bound =
+      BindListener(rep_->server, host, port, "binding the metrics listener");
+  if (!bound.ok()) return bound;
   rep_->thread =
       std::thread([rep = rep_.get()] { rep->server.listen_after_bind(); });
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!rep_->server.is_running()) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      return Status(Category::kInternal, "internal_error",
-                    "starting the metrics listener: accept loop did not "
-                    "start");
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  DEX_RETURN_IF_ERROR(AwaitAcceptLoop(rep_->server, "the metrics listener"));
   return bound;
 }
 

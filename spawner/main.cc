@@ -243,7 +243,10 @@ class Spawner {
   // pool's script processes were its children; closing the pool ends
   // their inits, and with them those processes).
   void OnChildEnded(pid_t pid) {
-    if (zygote_ == nullptr || pid != zygote_->pid()) return;
+    if (zygote_ != nullptr && pid == zygote_->pid()) ZygoteGone();
+  }
+
+  void ZygoteGone() {
     fprintf(stderr, "dex-spawner: zygote gone; runs are cold from now\n");
     zygote_.reset();
     pool_.clear();
@@ -369,19 +372,13 @@ class Spawner {
       return false;
     }
     UniqueFd script_go_ours(script_go[0]), script_go_theirs(script_go[1]);
-    int pidfd_raw = -1;
-    clone_args args = {};
-    args.flags = kNamespaces | CLONE_PIDFD;
-    args.pidfd = reinterpret_cast<uint64_t>(&pidfd_raw);
-    args.exit_signal = SIGCHLD;
-    long pid = syscall(SYS_clone3, &args, sizeof(args));
+    pid_t pid = CloneInit(&init->pidfd);
     if (pid < 0) return false;
     if (pid == 0) {
       CloseAllExcept({theirs.get(), init_link.get()});
       RunWarmInit(theirs.Release(), init_link.Release());
     }
-    init->pid = static_cast<pid_t>(pid);
-    init->pidfd.Reset(pidfd_raw);
+    init->pid = pid;
     init->go = std::move(ours);
     init->script_go = std::move(script_go_ours);
     init->host_root_id = NextRootId();
@@ -398,13 +395,25 @@ class Spawner {
     int to_zygote[internal::kZygoteFdCount] = {
         init->pidfd.get(), script_link.get(), script_go_theirs.get()};
     if (!zygote_->Send(fork_request, to_zygote)) {
-      fprintf(stderr, "dex-spawner: zygote gone; runs are cold from now\n");
-      zygote_.reset();
-      pool_.clear();
+      ZygoteGone();
       *init = PooledInit();
       return false;
     }
     return true;
+  }
+
+  // An init in fresh namespaces: 0 in the child, its pid (and *pidfd) in
+  // the spawner, -1 with errno set. The spawner is single-threaded, so a
+  // fork-like clone3 (no new stack) leaves the child a consistent heap.
+  static pid_t CloneInit(UniqueFd* pidfd) {
+    int pidfd_raw = -1;
+    clone_args args = {};
+    args.flags = kNamespaces | CLONE_PIDFD;
+    args.pidfd = reinterpret_cast<uint64_t>(&pidfd_raw);
+    args.exit_signal = SIGCHLD;
+    long pid = syscall(SYS_clone3, &args, sizeof(args));
+    if (pid > 0) pidfd->Reset(pidfd_raw);
+    return static_cast<pid_t>(pid);
   }
 
   pid_t StartInit(Received* received, UniqueFd* pidfd, std::string* error) {
@@ -414,20 +423,12 @@ class Spawner {
       return -1;
     }
     UniqueFd sync_read(sync[0]), sync_write(sync[1]);
-    int pidfd_raw = -1;
-    clone_args args = {};
-    args.flags = kNamespaces | CLONE_PIDFD;
-    args.pidfd = reinterpret_cast<uint64_t>(&pidfd_raw);
-    args.exit_signal = SIGCHLD;
-    // The spawner is single-threaded, so a fork-like clone3 (no new stack)
-    // leaves the child a consistent heap.
-    long pid = syscall(SYS_clone3, &args, sizeof(args));
+    pid_t pid = CloneInit(pidfd);
     if (pid < 0) {
       *error = ErrnoText("spawner: clone3");
       return -1;
     }
     if (pid == 0) RunChild(received, sync_read.Release());
-    pidfd->Reset(pidfd_raw);
     sync_read.Reset();
     if (!WriteIdMaps(pid, received->request.host_root_id,
                      received->request.host_user_id, error)) {

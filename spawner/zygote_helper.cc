@@ -111,9 +111,10 @@ void BecomeScriptProcess(const int fds[kZygoteFdCount],
   close(link);
 }
 
-class Zygote {
+class ZygoteLoop {
  public:
-  Zygote(int socket, std::vector<char> filter, int own_pid_ns, int signal_fd)
+  ZygoteLoop(int socket, std::vector<char> filter, int own_pid_ns,
+             int signal_fd)
       : socket_(socket),
         filter_(std::move(filter)),
         program_{
@@ -220,7 +221,7 @@ extern "C" [[gnu::visibility("default")]] int dex_zygote_serve(int socket) {
   }
   // Leaked on purpose: the zygote never returns from here but as a script
   // process, which keeps only what BecomeScriptProcess kept.
-  auto* zygote = new dex::spawner::Zygote(
+  auto* zygote = new dex::spawner::ZygoteLoop(
       socket, std::move(filter), own_pid_ns.Release(), signal_fd.Release());
   zygote->Serve();
   return 0;
