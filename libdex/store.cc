@@ -40,6 +40,71 @@ std::string_view View(const MDB_val& v) {
   return std::string_view(static_cast<const char*>(v.mv_data), v.mv_size);
 }
 
+// Transactions of any store this thread holds open; see ResizeGate.
+thread_local int t_open_txns = 0;
+
+// A shared lock that every transaction holds, taken exclusively while the
+// map is resized (LMDB requires that no transaction of the process is
+// active then). glibc's rwlock lets new readers in while a writer waits, so
+// under a steady stream of reads the resize could wait forever (a test with
+// 40 reading threads stalled a growing write for minutes). Here a waiting
+// resize closes the gate: threads that hold no transaction wait for it
+// before taking the lock. A thread that holds one goes through, since the
+// resize is waiting for it to finish.
+class ResizeGate {
+ public:
+  void LockShared() {
+    if (resizers_.load(std::memory_order_acquire) > 0 && t_open_txns == 0) {
+      std::unique_lock<std::mutex> lock(gate_mu_);
+      gate_open_.wait(lock, [this] { return resizers_.load() == 0; });
+    }
+    mu_.lock_shared();
+    ++t_open_txns;
+  }
+  void UnlockShared() {
+    --t_open_txns;
+    mu_.unlock_shared();
+  }
+  // REQUIRES: this thread holds no transaction.
+  void LockExclusive() {
+    resizers_.fetch_add(1);
+    mu_.lock();
+  }
+  void UnlockExclusive() {
+    mu_.unlock();
+    if (resizers_.fetch_sub(1) == 1) {
+      std::lock_guard<std::mutex> lock(gate_mu_);
+      gate_open_.notify_all();
+    }
+  }
+
+  // Scoped holds.
+  class Shared {
+   public:
+    explicit Shared(ResizeGate& gate) : gate_(gate) { gate_.LockShared(); }
+    ~Shared() { gate_.UnlockShared(); }
+
+   private:
+    ResizeGate& gate_;
+  };
+  class Exclusive {
+   public:
+    explicit Exclusive(ResizeGate& gate) : gate_(gate) {
+      gate_.LockExclusive();
+    }
+    ~Exclusive() { gate_.UnlockExclusive(); }
+
+   private:
+    ResizeGate& gate_;
+  };
+
+ private:
+  std::shared_mutex mu_;
+  std::atomic<int> resizers_{0};
+  std::mutex gate_mu_;
+  std::condition_variable gate_open_;
+};
+
 }  // namespace
 
 struct Store::Rep {
@@ -47,9 +112,8 @@ struct Store::Rep {
   MDB_env* env = nullptr;
   MDB_dbi dbis[kTableCount] = {};
   // Held shared by every transaction and exclusively while the map is
-  // resized: LMDB requires that no transaction of this process is active
-  // then.
-  std::shared_mutex resize_mu;
+  // resized.
+  ResizeGate resize_gate;
   // Serialises map growth decisions.
   std::mutex grow_mu;
 
@@ -73,25 +137,40 @@ struct Store::Rep {
 
   // Read transactions that ended, kept reset for reuse: renewing one skips
   // LMDB's reader-table lock, which every fresh read transaction takes
-  // under MDB_NOTLS. Any thread may renew any of them. Guarded by idle_mu.
-  std::mutex idle_mu;
-  std::vector<MDB_txn*> idle_reads;
-  static constexpr size_t kMaxIdleReads = 64;
+  // under MDB_NOTLS. Any thread may renew any of them. They are spread over
+  // shards, each thread using the one its id picks, so that request threads
+  // do not queue on one lock (a single pool cost /me a futex wait on about
+  // every other request under 8 clients).
+  static constexpr size_t kIdleShards = 16;
+  static constexpr size_t kMaxIdleReadsPerShard = 4;
+  struct alignas(64) IdleShard {
+    std::mutex mu;
+    std::vector<MDB_txn*> txns;  // guarded by mu
+  };
+  IdleShard idle_shards[kIdleShards];
+
+  static IdleShard& ShardOf(Rep* rep) {
+    static std::atomic<size_t> next_thread{0};
+    thread_local size_t index = next_thread.fetch_add(1) % kIdleShards;
+    return rep->idle_shards[index];
+  }
 
   MDB_txn* TakeIdleRead() {
-    std::lock_guard<std::mutex> lock(idle_mu);
-    if (idle_reads.empty()) return nullptr;
-    MDB_txn* txn = idle_reads.back();
-    idle_reads.pop_back();
+    IdleShard& shard = ShardOf(this);
+    std::lock_guard<std::mutex> lock(shard.mu);
+    if (shard.txns.empty()) return nullptr;
+    MDB_txn* txn = shard.txns.back();
+    shard.txns.pop_back();
     return txn;
   }
 
   // REQUIRES: txn is a read transaction that was just reset.
   void KeepIdleRead(MDB_txn* txn) {
+    IdleShard& shard = ShardOf(this);
     {
-      std::lock_guard<std::mutex> lock(idle_mu);
-      if (idle_reads.size() < kMaxIdleReads) {
-        idle_reads.push_back(txn);
+      std::lock_guard<std::mutex> lock(shard.mu);
+      if (shard.txns.size() < kMaxIdleReadsPerShard) {
+        shard.txns.push_back(txn);
         return;
       }
     }
@@ -99,7 +178,9 @@ struct Store::Rep {
   }
 
   ~Rep() {
-    for (MDB_txn* txn : idle_reads) mdb_txn_abort(txn);
+    for (IdleShard& shard : idle_shards) {
+      for (MDB_txn* txn : shard.txns) mdb_txn_abort(txn);
+    }
     if (!env) return;
     // MDB_NOSYNC leaves the last commits to the kernel: flush them, so a
     // clean close (the admin commands') is durable.
@@ -124,7 +205,7 @@ Status Store::Rep::CheckReserve() {
   if (unmapped >= need) return Status::Ok();
   uint64_t free_pages = 0;
   {
-    std::shared_lock<std::shared_mutex> lock(resize_mu);
+    ResizeGate::Shared hold(resize_gate);
     MDB_txn* txn = nullptr;
     int rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
     if (rc != 0) return LmdbError("store: reading the free list", rc);
@@ -197,7 +278,7 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
 }
 
 Result<Txn> Store::BeginRead() {
-  rep_->resize_mu.lock_shared();
+  rep_->resize_gate.LockShared();
   MDB_txn* txn = rep_->TakeIdleRead();
   int rc = MDB_BAD_TXN;
   if (txn != nullptr) {
@@ -210,36 +291,36 @@ Result<Txn> Store::BeginRead() {
   if (txn == nullptr) rc = mdb_txn_begin(rep_->env, nullptr, MDB_RDONLY, &txn);
   if (rc == MDB_MAP_RESIZED) {
     // Another process grew the map: adopt its size, then begin again.
-    rep_->resize_mu.unlock_shared();
+    rep_->resize_gate.UnlockShared();
     {
-      std::unique_lock<std::shared_mutex> lock(rep_->resize_mu);
+      ResizeGate::Exclusive hold(rep_->resize_gate);
       mdb_env_set_mapsize(rep_->env, 0);
     }
-    rep_->resize_mu.lock_shared();
+    rep_->resize_gate.LockShared();
     rc = mdb_txn_begin(rep_->env, nullptr, MDB_RDONLY, &txn);
   }
   if (rc != 0) {
-    rep_->resize_mu.unlock_shared();
+    rep_->resize_gate.UnlockShared();
     return LmdbError("store: beginning a read", rc);
   }
   return Txn(this, txn, false);
 }
 
 Result<Txn> Store::BeginWrite() {
-  rep_->resize_mu.lock_shared();
+  rep_->resize_gate.LockShared();
   MDB_txn* txn = nullptr;
   int rc = mdb_txn_begin(rep_->env, nullptr, 0, &txn);
   if (rc == MDB_MAP_RESIZED) {
-    rep_->resize_mu.unlock_shared();
+    rep_->resize_gate.UnlockShared();
     {
-      std::unique_lock<std::shared_mutex> lock(rep_->resize_mu);
+      ResizeGate::Exclusive hold(rep_->resize_gate);
       mdb_env_set_mapsize(rep_->env, 0);
     }
-    rep_->resize_mu.lock_shared();
+    rep_->resize_gate.LockShared();
     rc = mdb_txn_begin(rep_->env, nullptr, 0, &txn);
   }
   if (rc != 0) {
-    rep_->resize_mu.unlock_shared();
+    rep_->resize_gate.UnlockShared();
     return LmdbError("store: beginning a write", rc);
   }
   return Txn(this, txn, true);
@@ -268,7 +349,7 @@ Status Store::Update(const std::function<Status(Txn&)>& fn,
     // Grow by doubling while under the ceiling; the transaction above has
     // aborted, so this thread holds none.
     std::lock_guard<std::mutex> grow(rep_->grow_mu);
-    std::unique_lock<std::shared_mutex> lock(rep_->resize_mu);
+    ResizeGate::Exclusive hold(rep_->resize_gate);
     MDB_envinfo info;
     mdb_env_info(rep_->env, &info);
     uint64_t current = info.me_mapsize;
@@ -350,15 +431,22 @@ void Txn::Abort() {
     store_->rep_->KeepIdleRead(txn);
   }
   txn_ = nullptr;
-  store_->rep_->resize_mu.unlock_shared();
+  store_->rep_->resize_gate.UnlockShared();
 }
 
 Status Txn::Get(Table table, std::string_view key, std::string* value) {
+  std::string_view found;
+  DEX_RETURN_IF_ERROR(Get(table, key, &found));
+  value->assign(found);
+  return Status::Ok();
+}
+
+Status Txn::Get(Table table, std::string_view key, std::string_view* value) {
   MDB_val k = Val(key), v;
   int rc = mdb_get(static_cast<MDB_txn*>(txn_),
                    store_->rep_->dbis[static_cast<int>(table)], &k, &v);
   if (rc != 0) return LmdbError("store: get", rc);
-  value->assign(View(v));
+  *value = View(v);
   return Status::Ok();
 }
 
@@ -412,7 +500,7 @@ Status Txn::Commit() {
   if (!txn_) return Status::Error(Category::kInternal, "store: no transaction");
   int rc = mdb_txn_commit(static_cast<MDB_txn*>(txn_));
   txn_ = nullptr;
-  store_->rep_->resize_mu.unlock_shared();
+  store_->rep_->resize_gate.UnlockShared();
   if (rc != 0) return LmdbError("store: commit", rc);
   if (writable_) store_->rep_->commits.fetch_add(1);
   return Status::Ok();

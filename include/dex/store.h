@@ -100,6 +100,9 @@ class DEX_EXPORT Txn {
 
   // kNotFound (code "not_found") when the key is absent.
   Status Get(Table table, std::string_view key, std::string* value);
+  // The same without a copy: *value points into the store's map and stays
+  // valid until this transaction writes or ends.
+  Status Get(Table table, std::string_view key, std::string_view* value);
   // REQUIRES: a write transaction.
   Status Put(Table table, std::string_view key, std::string_view value);
   // Deleting an absent key is ok.
