@@ -1,11 +1,15 @@
 #include "dex/env.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
+#include <iterator>
 #include <mutex>
 
 namespace dex {
@@ -27,10 +31,22 @@ class StderrSink : public Logger {
   void Log(LogLevel level, std::string_view message) override {
     if (level < min_level_) return;
     static const char* kNames[] = {"debug", "info", "warn", "error", "off"};
-    std::string line = FormatTime(SystemClock()->NowMs()) + " " +
-                       kNames[static_cast<int>(level)] + " " +
-                       std::string(message) + "\n";
-    // One write per line, so lines of several threads never interleave.
+    char time[kFormattedTimeChars];
+    fmt::memory_buffer line;  // on the stack unless the line is long
+    fmt::format_to(std::back_inserter(line), "{} {} {}\n",
+                   FormatTime(SystemClock()->NowMs(), time),
+                   kNames[static_cast<int>(level)], message);
+    // One write per line, so that lines of several threads do not
+    // interleave. A write of at most PIPE_BUF bytes is atomic on a pipe,
+    // a tty or a regular file, so such lines (every access-log line) take
+    // no lock and request threads do not queue here. Longer lines take the
+    // lock among themselves; on a pipe a short line may still land inside
+    // one of them.
+    if (line.size() <= PIPE_BUF) {
+      ssize_t ignored = write(2, line.data(), line.size());
+      (void)ignored;
+      return;
+    }
     std::lock_guard<std::mutex> lock(mu_);
     ssize_t ignored = write(2, line.data(), line.size());
     (void)ignored;
@@ -86,6 +102,11 @@ bool ParseLogLevel(std::string_view text, LogLevel* level) {
 // glibc's takes a process-wide lock, and every request's log line and
 // timestamps went through it.
 std::string FormatTime(int64_t unix_ms) {
+  char out[kFormattedTimeChars];
+  return std::string(FormatTime(unix_ms, out));
+}
+
+std::string_view FormatTime(int64_t unix_ms, char (&out)[kFormattedTimeChars]) {
   auto floor_div = [](int64_t a, int64_t b) {
     return a / b - ((a % b != 0) && ((a < 0) != (b < 0)));
   };
@@ -111,7 +132,8 @@ std::string FormatTime(int64_t unix_ms) {
       month_from_march < 10 ? month_from_march + 3 : month_from_march - 9;
   int64_t year = year_of_era + era * 400 + (month <= 2 ? 1 : 0);
   // YYYY-MM-DDTHH:MM:SSZ, written digit by digit (no locale, no printf).
-  std::string out = "0000-00-00T00:00:00Z";
+  static_assert(sizeof("0000-00-00T00:00:00Z") == kFormattedTimeChars + 1);
+  std::memcpy(out, "0000-00-00T00:00:00Z", kFormattedTimeChars);
   auto put = [&out](size_t at, int64_t value, int digits) {
     for (int i = digits - 1; i >= 0; --i, value /= 10) {
       out[at + i] = static_cast<char>('0' + value % 10);
@@ -123,7 +145,7 @@ std::string FormatTime(int64_t unix_ms) {
   put(11, second_of_day / 3600, 2);
   put(14, second_of_day / 60 % 60, 2);
   put(17, second_of_day % 60, 2);
-  return out;
+  return std::string_view(out, kFormattedTimeChars);
 }
 
 }  // namespace dex

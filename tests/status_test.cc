@@ -2,9 +2,15 @@
 
 #include <doctest/doctest.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "dex/env.h"
 
@@ -61,4 +67,70 @@ TEST_CASE("times agree with gmtime_r from 1900 to 2400") {
     }
   }
   CHECK(mismatches == 0);
+}
+
+TEST_CASE("a time formatted into a buffer is the same text") {
+  for (int64_t ms : {int64_t{1796397372000}, int64_t{0}, int64_t{-1}, INT64_MAX,
+                     INT64_MIN, int64_t{951782400000}}) {
+    char out[dex::kFormattedTimeChars];
+    CHECK(dex::FormatTime(ms, out) == dex::FormatTime(ms));
+  }
+}
+
+// Log lines go out without a lock, one write(2) each: lines of threads
+// logging at once must still arrive whole, one per line.
+TEST_CASE("lines logged by many threads at once arrive whole") {
+  int pipe_fds[2];
+  REQUIRE(pipe(pipe_fds) == 0);
+  int saved_stderr = dup(2);
+  REQUIRE(saved_stderr >= 0);
+  REQUIRE(dup2(pipe_fds[1], 2) == 2);
+  close(pipe_fds[1]);
+  std::string received;
+  std::thread reader([&] {
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(pipe_fds[0], buf, sizeof buf)) > 0)
+      received.append(buf, n);
+  });
+  constexpr int kThreads = 8, kLines = 500;
+  const std::string padding(150, 'x');
+  std::vector<std::thread> writers;
+  for (int t = 0; t < kThreads; ++t) {
+    writers.emplace_back([&, t] {
+      dex::Logger* logger = dex::StderrLogger(dex::LogLevel::kInfo);
+      for (int i = 0; i < kLines; ++i) {
+        logger->Log(
+            dex::LogLevel::kInfo,
+            "t" + std::to_string(t) + " n" + std::to_string(i) + " " + padding);
+      }
+    });
+  }
+  for (auto& w : writers) w.join();
+  REQUIRE(dup2(saved_stderr, 2) == 2);  // closes the pipe's last writer
+  close(saved_stderr);
+  reader.join();
+  close(pipe_fds[0]);
+
+  std::map<int, int> next;  // thread -> next line number expected
+  std::istringstream lines(received);
+  std::string line;
+  int count = 0, bad = 0;
+  while (std::getline(lines, line)) {
+    ++count;
+    // "<20-char time> info t<T> n<I> <padding>"
+    int t = -1, i = -1;
+    char tail[200] = "";
+    bool parsed =
+        line.size() > 26 && line.substr(20, 6) == " info " &&
+        sscanf(line.c_str() + 26, "t%d n%d %199s", &t, &i, tail) == 3 &&
+        tail == padding;
+    if (!parsed || next[t] != i) {
+      if (++bad < 3) CHECK_MESSAGE(false, "torn or out-of-order: " << line);
+      continue;
+    }
+    ++next[t];
+  }
+  CHECK(bad == 0);
+  CHECK(count == kThreads * kLines);
 }

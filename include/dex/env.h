@@ -43,6 +43,10 @@ DEX_EXPORT bool ParseLogLevel(std::string_view text, LogLevel* level);
 
 // RFC 3339 UTC with second precision: "2026-12-04T15:16:12Z".
 DEX_EXPORT std::string FormatTime(int64_t unix_ms);
+// The same into `out`, without allocating; returns a view of `out`.
+inline constexpr size_t kFormattedTimeChars = 20;
+DEX_EXPORT std::string_view FormatTime(int64_t unix_ms,
+                                       char (&out)[kFormattedTimeChars]);
 
 }  // namespace dex
 
