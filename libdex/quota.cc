@@ -1,7 +1,11 @@
 #include "dex/quota.h"
 
+#include <charconv>
 #include <ctime>
+#include <string_view>
+#include <system_error>
 
+#include "dex/env.h"
 #include "dex/keys.h"
 #include "libdex/records.h"
 
@@ -24,16 +28,26 @@ const Plan kDefaultPlans[] = {
 };
 
 std::string UsageKey(const std::string& user_id, const std::string& period) {
-  return user_id + "/" + period;
+  std::string key;
+  key.reserve(user_id.size() + 1 + period.size());
+  key.append(user_id).append(1, '/').append(period);
+  return key;
 }
 
 Result<int64_t> ReadUsage(Txn& txn, const std::string& user_id,
                           const std::string& period) {
-  std::string bytes;
+  std::string_view bytes;
   Status s = txn.Get(Table::kUsage, UsageKey(user_id, period), &bytes);
   if (s.category() == Category::kNotFound) return int64_t{0};
   DEX_RETURN_IF_ERROR(s);
-  return static_cast<int64_t>(std::stoll(bytes));
+  int64_t used = 0;
+  auto [end, error] =
+      std::from_chars(bytes.data(), bytes.data() + bytes.size(), used);
+  if (error != std::errc() || end != bytes.data() + bytes.size()) {
+    return Status(Category::kInternal, "internal_error",
+                  "store: corrupt usage record");
+  }
+  return used;
 }
 
 Status ValidatePlan(const Plan& plan) {
@@ -83,26 +97,35 @@ bool ParseSubscriptionStatus(std::string_view text,
 }
 
 std::string PeriodOf(int64_t unix_ms) {
-  time_t seconds = static_cast<time_t>(unix_ms / 1000);
-  struct tm tm;
-  gmtime_r(&seconds, &tm);
-  char buf[16];
-  strftime(buf, sizeof buf, "%Y-%m", &tm);
-  return buf;
+  char time[kFormattedTimeChars];
+  return std::string(FormatTime(unix_ms, time).substr(0, 7));  // YYYY-MM
+}
+
+// Days from 1970-01-01 to the first of `month` (1 to 12) in `year`, on the
+// proleptic Gregorian calendar: plain arithmetic, as FormatTime's, instead
+// of gmtime_r and timegm, which take glibc's time-zone lock on every
+// request.
+int64_t DaysToMonthStart(int64_t year, int64_t month) {
+  if (month <= 2) --year;  // years start in March here, leap day last
+  int64_t era = (year >= 0 ? year : year - 399) / 400;
+  int64_t year_of_era = year - era * 400;
+  int64_t month_from_march = month > 2 ? month - 3 : month + 9;
+  int64_t day_of_year = (153 * month_from_march + 2) / 5;
+  int64_t day_of_era =
+      year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+  return era * 146'097 + day_of_era - 719'468;
 }
 
 void PeriodBounds(int64_t unix_ms, int64_t* start_ms, int64_t* end_ms) {
-  time_t seconds = static_cast<time_t>(unix_ms / 1000);
-  struct tm tm;
-  gmtime_r(&seconds, &tm);
-  struct tm start = {};
-  start.tm_year = tm.tm_year;
-  start.tm_mon = tm.tm_mon;
-  start.tm_mday = 1;
-  struct tm end = start;
-  end.tm_mon += 1;  // timegm normalises December + 1
-  *start_ms = static_cast<int64_t>(timegm(&start)) * 1000;
-  *end_ms = static_cast<int64_t>(timegm(&end)) * 1000;
+  char time[kFormattedTimeChars];
+  std::string_view text = FormatTime(unix_ms, time);
+  int64_t year = 0, month = 0;
+  std::from_chars(text.data(), text.data() + 4, year);
+  std::from_chars(text.data() + 5, text.data() + 7, month);
+  int64_t next_year = month == 12 ? year + 1 : year;
+  int64_t next_month = month == 12 ? 1 : month + 1;
+  *start_ms = DaysToMonthStart(year, month) * 86'400'000;
+  *end_ms = DaysToMonthStart(next_year, next_month) * 86'400'000;
 }
 
 Quota::Quota(Store* store, const QuotaOptions& options)
@@ -142,7 +165,7 @@ Result<Plan> Quota::GetPlan(const std::string& name) {
 }
 
 Result<Plan> Quota::GetPlan(Txn& txn, const std::string& name) {
-  std::string bytes;
+  std::string_view bytes;
   Status s = txn.Get(Table::kPlans, name, &bytes);
   if (s.category() == Category::kNotFound) {
     return Status(Category::kNotFound, "not_found", "no plan named " + name);
@@ -186,7 +209,7 @@ Result<User> Quota::GetUser(const std::string& user_id) {
 }
 
 Result<User> Quota::GetUser(Txn& txn, const std::string& user_id) {
-  std::string bytes;
+  std::string_view bytes;
   Status s = txn.Get(Table::kUsers, user_id, &bytes);
   if (s.category() == Category::kNotFound) {
     return Status(Category::kNotFound, "not_found", "no user " + user_id);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <mutex>
+#include <utility>
 
 namespace dex {
 namespace {
@@ -131,7 +132,7 @@ Result<std::unique_ptr<Service>> Service::Open(const ServiceOptions& options) {
 Result<Principal> Service::Authenticate(std::string_view raw_key) {
   auto key = rep_->keys->Verify(raw_key);
   if (!key.ok()) return key.status();
-  return Principal{key->user_id, key->id};
+  return Principal{std::move(key->user_id), std::move(key->id)};
 }
 
 Result<UsageView> Service::Me(const std::string& user_id) {

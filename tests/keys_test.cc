@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include "dex/store.h"
+#include "libdex/records.h"
 #include "tests/store_fixture.h"
 #include "tests/test_util.h"
 
@@ -79,6 +80,59 @@ TEST_CASE_FIXTURE(KeysFixture, "a disabled key answers key_disabled") {
   CHECK(keys->Verify(first->raw_key).status().code() == "key_disabled");
   // Idempotent.
   CHECK(keys->Disable("user_a", first->info.id).ok());
+}
+
+// Verify keeps the record it last decoded on this thread; a key disabled
+// since must still be refused at once.
+TEST_CASE_FIXTURE(KeysFixture, "a key verified, then disabled, is refused") {
+  auto first = keys->Mint("user_a", "one");
+  auto second = keys->Mint("user_a", "two");
+  REQUIRE(first.ok());
+  REQUIRE(second.ok());
+  for (int i = 0; i < 3; ++i) CHECK(keys->Verify(first->raw_key).ok());
+  REQUIRE(keys->Disable("user_a", first->info.id).ok());
+  CHECK(keys->Verify(first->raw_key).status().code() == "key_disabled");
+  auto other = keys->Verify(second->raw_key);
+  REQUIRE(other.ok());
+  CHECK(other->id == second->info.id);
+}
+
+// Records decode to what their bytes say, whatever this thread decoded
+// before: a kept record is reused only for the very same bytes.
+TEST_CASE("decoding follows the bytes, not the last record decoded") {
+  dex::internal::KeyRecord a, b, out;
+  a.info.id = "key_a";
+  a.info.user_id = "user_a";
+  a.info.active = true;
+  a.hash_hex = "aa";
+  b = a;
+  b.info.id = "key_b";
+  b.info.active = false;
+  b.info.disabled_ms = 7;
+  std::string bytes_a = dex::internal::EncodeKey(a);
+  std::string bytes_b = dex::internal::EncodeKey(b);
+  for (int i = 0; i < 2; ++i) {
+    REQUIRE(dex::internal::DecodeKey(bytes_a, &out).ok());
+    CHECK(out.info.id == "key_a");
+    CHECK(out.info.active);
+    CHECK_FALSE(out.info.disabled_ms.has_value());
+    REQUIRE(dex::internal::DecodeKey(bytes_b, &out).ok());
+    CHECK(out.info.id == "key_b");
+    CHECK_FALSE(out.info.active);
+    CHECK(out.info.disabled_ms == 7);
+  }
+  CHECK_FALSE(dex::internal::DecodeKey("{not json", &out).ok());
+  dex::User user;
+  user.id = "user_a";
+  user.plan = "pro";
+  std::string user_bytes = dex::internal::EncodeUser(user);
+  REQUIRE(dex::internal::DecodeUser(user_bytes, &user).ok());
+  user.plan = "free";
+  REQUIRE(
+      dex::internal::DecodeUser(dex::internal::EncodeUser(user), &user).ok());
+  CHECK(user.plan == "free");
+  REQUIRE(dex::internal::DecodeUser(user_bytes, &user).ok());
+  CHECK(user.plan == "pro");
 }
 
 TEST_CASE_FIXTURE(KeysFixture, "the last active key cannot be disabled") {

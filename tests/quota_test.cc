@@ -2,6 +2,8 @@
 
 #include <doctest/doctest.h>
 
+#include <ctime>
+
 #include "dex/store.h"
 #include "tests/store_fixture.h"
 #include "tests/test_util.h"
@@ -64,6 +66,37 @@ TEST_CASE_FIXTURE(QuotaFixture, "period bounds are the UTC calendar month") {
   REQUIRE(view.ok());
   CHECK(view->period_start_ms == dex::test::UtcMs(2026, 12, 1));
   CHECK(view->period_end_ms == dex::test::UtcMs(2027, 1, 1));
+}
+
+// PeriodOf and PeriodBounds do their own calendar arithmetic; the C
+// library's agrees, across leap years and centuries.
+TEST_CASE("periods agree with gmtime_r and timegm from 1970 to 2400") {
+  int mismatches = 0;
+  for (int64_t s = 0; s < 13'569'465'600; s += 86'399 * 5 + 7) {
+    time_t t = static_cast<time_t>(s);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char period[16];
+    strftime(period, sizeof period, "%Y-%m", &tm);
+    struct tm start = {};
+    start.tm_year = tm.tm_year;
+    start.tm_mon = tm.tm_mon;
+    start.tm_mday = 1;
+    struct tm end = start;
+    end.tm_mon += 1;
+    int64_t want_start = static_cast<int64_t>(timegm(&start)) * 1000;
+    int64_t want_end = static_cast<int64_t>(timegm(&end)) * 1000;
+    int64_t start_ms = 0, end_ms = 0;
+    dex::PeriodBounds(s * 1000 + 999, &start_ms, &end_ms);
+    bool same = dex::PeriodOf(s * 1000 + 999) == period &&
+                start_ms == want_start && end_ms == want_end;
+    if (!same && ++mismatches < 5) {
+      CHECK(dex::PeriodOf(s * 1000 + 999) == period);
+      CHECK(start_ms == want_start);
+      CHECK(end_ms == want_end);
+    }
+  }
+  CHECK(mismatches == 0);
 }
 
 TEST_CASE_FIXTURE(QuotaFixture, "a refund gives back one unit") {
