@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <set>
@@ -139,7 +140,7 @@ thread_local AccessContext t_access;
 // to be unique, not secret: each thread seeds a splitmix64 sequence once
 // from the system's random source (the per-request RAND_bytes this
 // replaces was a tenth of GET /me's CPU).
-std::string NewRequestId() {
+void NewRequestId(std::string* id) {
   thread_local uint64_t state = [] {
     uint64_t seed = 0;
     if (RAND_bytes(reinterpret_cast<unsigned char*>(&seed), sizeof seed) != 1) {
@@ -153,9 +154,8 @@ std::string NewRequestId() {
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   z ^= z >> 31;
   static const char kHex[] = "0123456789abcdef";
-  std::string id = "req_";
-  for (int shift = 60; shift >= 0; shift -= 4) id += kHex[(z >> shift) & 15];
-  return id;
+  id->assign("req_");
+  for (int shift = 60; shift >= 0; shift -= 4) *id += kHex[(z >> shift) & 15];
 }
 
 // A client's own X-Request-Id is echoed when it is short and plain, so it
@@ -169,11 +169,18 @@ bool SaneRequestId(const std::string& id) {
 }
 
 void BeginRequest(const httplib::Request& req, httplib::Response& res) {
+  // Fields are assigned one by one, so that the thread's strings keep
+  // their buffers from one request to the next.
   std::string client_id = req.get_header_value("X-Request-Id");
-  t_access = AccessContext();
   t_access.active = true;
   t_access.start = Clock::now();
-  t_access.request_id = SaneRequestId(client_id) ? client_id : NewRequestId();
+  if (SaneRequestId(client_id)) {
+    t_access.request_id = client_id;
+  } else {
+    NewRequestId(&t_access.request_id);
+  }
+  t_access.route = "-";
+  t_access.key_id = "-";
   res.set_header("X-Request-Id", t_access.request_id);
 }
 
@@ -185,12 +192,14 @@ std::string Lower(std::string_view s) {
   return out;
 }
 
-std::string Trim(std::string_view s) {
+std::string_view TrimView(std::string_view s) {
   size_t b = s.find_first_not_of(" \t");
-  if (b == std::string_view::npos) return "";
+  if (b == std::string_view::npos) return {};
   size_t e = s.find_last_not_of(" \t");
-  return std::string(s.substr(b, e - b + 1));
+  return s.substr(b, e - b + 1);
 }
+
+std::string Trim(std::string_view s) { return std::string(TrimView(s)); }
 
 void SetJson(httplib::Response& res, int status, std::string body) {
   res.status = status;
@@ -198,12 +207,16 @@ void SetJson(httplib::Response& res, int status, std::string body) {
 }
 
 void SetRateHeaders(httplib::Response& res, const UsageView& usage) {
-  res.set_header("X-RateLimit-Limit",
-                 std::to_string(usage.effective_plan.quota_monthly));
-  res.set_header("X-RateLimit-Remaining", std::to_string(usage.remaining));
-  res.set_header("X-RateLimit-Used", std::to_string(usage.used));
-  res.set_header("X-RateLimit-Reset",
-                 std::to_string(usage.period_end_ms / 1000));
+  // Names made once: set_header takes std::string, and a name longer than
+  // the small-string buffer would be allocated on every request.
+  static const std::string kLimit = "X-RateLimit-Limit";
+  static const std::string kRemaining = "X-RateLimit-Remaining";
+  static const std::string kUsed = "X-RateLimit-Used";
+  static const std::string kReset = "X-RateLimit-Reset";
+  res.set_header(kLimit, std::to_string(usage.effective_plan.quota_monthly));
+  res.set_header(kRemaining, std::to_string(usage.remaining));
+  res.set_header(kUsed, std::to_string(usage.used));
+  res.set_header(kReset, std::to_string(usage.period_end_ms / 1000));
 }
 
 // True when the Content-Type is application/json, optionally with a
@@ -477,7 +490,7 @@ void HttpServer::Rep::Dispatch(const httplib::Request& req,
                                httplib::Response& res,
                                const httplib::ContentReader* reader) {
   Call call{req, res};
-  call.request_id = res.get_header_value("X-Request-Id");
+  call.request_id = t_access.request_id;  // BeginRequest ran first
   // Read (or drain) the body first, whatever the answer: unread bytes
   // would be taken for the next request on this connection.
   Body body;
@@ -555,7 +568,9 @@ Status HttpServer::Rep::Authenticate(Call& call) {
     return Status(Category::kUnauthenticated, "missing_credentials",
                   "send the API key as 'Authorization: Bearer <key>'");
   }
-  std::string value = call.req.get_header_value("Authorization");
+  // The header's own copy, read in place: it holds the key.
+  std::string_view value =
+      call.req.headers.equal_range("Authorization").first->second;
   size_t space = value.find(' ');
   if (count > 1 || space == std::string::npos ||
       Lower(value.substr(0, space)) != "bearer") {
@@ -563,7 +578,7 @@ Status HttpServer::Rep::Authenticate(Call& call) {
                   "the Authorization header must be 'Bearer <key>'");
   }
   Result<Principal> principal =
-      service->Authenticate(Trim(value.substr(space)));
+      service->Authenticate(TrimView(value.substr(space)));
   if (!principal.ok()) return principal.status();
   call.principal = std::move(*principal);
   t_access.key_id = call.principal.key_id;
@@ -716,10 +731,11 @@ void HttpServer::Rep::Log(const httplib::Request& req,
                 Clock::now() - t_access.start)
                 .count();
   // Never the path (ids), the query, a key, or a body.
-  logger->Log(LogLevel::kInfo,
-              fmt::format("http {} {} {} {} {}ms key={}", t_access.request_id,
-                          req.method.empty() ? "-" : req.method, t_access.route,
-                          res.status, ms, t_access.key_id));
+  fmt::memory_buffer line;
+  fmt::format_to(std::back_inserter(line), "http {} {} {} {} {}ms key={}",
+                 t_access.request_id, req.method.empty() ? "-" : req.method,
+                 t_access.route, res.status, ms, t_access.key_id);
+  logger->Log(LogLevel::kInfo, std::string_view(line.data(), line.size()));
   if (options.metrics) {
     options.metrics->CountRequest(req.method, t_access.route, res.status);
   }
@@ -973,7 +989,8 @@ int RunServe(const ServeConfig& config, const Prelude& prelude) {
   if (!service.ok()) return Die(service.status().ToString());
   Metrics metrics;
   HttpOptions http_options;
-  http_options.metrics = &metrics;
+  // Requests are counted only when someone can read the counts.
+  if (config.metrics_port >= 0) http_options.metrics = &metrics;
   HttpServer server(service->get(), logger, http_options);
   Result<int> port = server.Bind(config.host, config.port);
   if (!port.ok()) return Die(port.status().message());

@@ -14,7 +14,21 @@
 namespace dex::shim {
 namespace {
 
-using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
+// A rapidjson output stream that writes into the std::string the answer is
+// sent from: no StringBuffer to copy out of.
+class StringSink {
+ public:
+  using Ch = char;
+  StringSink() { text_.reserve(512); }  // most answers fit
+  void Put(char c) { text_.push_back(c); }
+  void Flush() {}
+  std::string Take() { return std::move(text_); }
+
+ private:
+  std::string text_;
+};
+
+using Writer = rapidjson::Writer<StringSink>;
 
 constexpr unsigned kParseFlags =
     rapidjson::kParseValidateEncodingFlag | rapidjson::kParseIterativeFlag;
@@ -43,7 +57,8 @@ void Bool(Writer& w, std::string_view name, bool value) {
 }
 
 void Time(Writer& w, std::string_view name, int64_t unix_ms) {
-  Str(w, name, FormatTime(unix_ms));
+  char text[kFormattedTimeChars];
+  Str(w, name, FormatTime(unix_ms, text));
 }
 
 // A time that may not have happened yet: null then.
@@ -51,15 +66,13 @@ void OptTime(Writer& w, std::string_view name,
              const std::optional<int64_t>& unix_ms) {
   Key(w, name);
   if (unix_ms) {
-    std::string text = FormatTime(*unix_ms);
-    w.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
+    char text[kFormattedTimeChars];
+    std::string_view formatted = FormatTime(*unix_ms, text);
+    w.String(formatted.data(),
+             static_cast<rapidjson::SizeType>(formatted.size()));
   } else {
     w.Null();
   }
-}
-
-std::string Finish(const rapidjson::StringBuffer& buffer) {
-  return std::string(buffer.GetString(), buffer.GetSize());
 }
 
 void WriteKey(Writer& w, const KeyInfo& key) {
@@ -201,7 +214,7 @@ Status OptionalString(const rapidjson::Value& body, const char* name,
 }  // namespace
 
 std::string UsageJson(const UsageView& usage) {
-  rapidjson::StringBuffer buffer;
+  StringSink buffer;
   Writer w(buffer);
   w.StartObject();
   Str(w, "user_id", usage.user.id);
@@ -214,18 +227,18 @@ std::string UsageJson(const UsageView& usage) {
   Time(w, "period_start", usage.period_start_ms);
   Time(w, "period_end", usage.period_end_ms);
   w.EndObject();
-  return Finish(buffer);
+  return buffer.Take();
 }
 
 std::string KeyJson(const KeyInfo& key) {
-  rapidjson::StringBuffer buffer;
+  StringSink buffer;
   Writer w(buffer);
   WriteKey(w, key);
-  return Finish(buffer);
+  return buffer.Take();
 }
 
 std::string KeyListJson(const std::vector<KeyInfo>& keys) {
-  rapidjson::StringBuffer buffer;
+  StringSink buffer;
   Writer w(buffer);
   w.StartObject();
   Key(w, "keys");
@@ -233,11 +246,11 @@ std::string KeyListJson(const std::vector<KeyInfo>& keys) {
   for (const KeyInfo& key : keys) WriteKey(w, key);
   w.EndArray();
   w.EndObject();
-  return Finish(buffer);
+  return buffer.Take();
 }
 
 std::string MintedKeyJson(const MintedKey& key) {
-  rapidjson::StringBuffer buffer;
+  StringSink buffer;
   Writer w(buffer);
   w.StartObject();
   Str(w, "id", key.info.id);
@@ -247,21 +260,21 @@ std::string MintedKeyJson(const MintedKey& key) {
   Time(w, "created_at", key.info.created_ms);
   Str(w, "status", key.info.active ? "active" : "disabled");
   w.EndObject();
-  return Finish(buffer);
+  return buffer.Take();
 }
 
 std::string NewUserJson(const NewUser& user) {
-  rapidjson::StringBuffer buffer;
+  StringSink buffer;
   Writer w(buffer);
   w.StartObject();
   Str(w, "user_id", user.user.id);
   Str(w, "api_key", user.key.raw_key);
   w.EndObject();
-  return Finish(buffer);
+  return buffer.Take();
 }
 
 std::string PlanJson(const Plan& plan) {
-  rapidjson::StringBuffer buffer;
+  StringSink buffer;
   Writer w(buffer);
   w.StartObject();
   Str(w, "name", plan.name);
@@ -276,23 +289,23 @@ std::string PlanJson(const Plan& plan) {
   Int(w, "concurrent", plan.max.concurrent);
   w.EndObject();
   w.EndObject();
-  return Finish(buffer);
+  return buffer.Take();
 }
 
 std::string ExecutionStatusJson(const Execution& execution) {
-  rapidjson::StringBuffer buffer;
+  StringSink buffer;
   Writer w(buffer);
   w.StartObject();
   Str(w, "execution_id", execution.id);
   Str(w, "status", ExecStateName(execution.state));
   w.EndObject();
-  return Finish(buffer);
+  return buffer.Take();
 }
 
 std::string ResultJson(const Execution& execution, bool base64) {
   const RunOutcome& out = execution.outcome;
   const bool failed = execution.state == ExecState::kFailed;
-  rapidjson::StringBuffer buffer;
+  StringSink buffer;
   Writer w(buffer);
   w.StartObject();
   Str(w, "execution_id", execution.id);
@@ -318,11 +331,11 @@ std::string ResultJson(const Execution& execution, bool base64) {
   Time(w, "created_at", execution.created_ms);
   Time(w, "finished_at", execution.finished_ms);
   w.EndObject();
-  return Finish(buffer);
+  return buffer.Take();
 }
 
 std::string HealthJson(const Health& health) {
-  rapidjson::StringBuffer buffer;
+  StringSink buffer;
   Writer w(buffer);
   w.StartObject();
   Str(w, "status", health.store_ok ? "ok" : "unavailable");
@@ -332,7 +345,7 @@ std::string HealthJson(const Health& health) {
   Int(w, "running", static_cast<int64_t>(health.running));
   Int(w, "workers", health.workers);
   w.EndObject();
-  return Finish(buffer);
+  return buffer.Take();
 }
 
 std::string ProblemType(std::string_view code) {
@@ -340,7 +353,7 @@ std::string ProblemType(std::string_view code) {
 }
 
 std::string ProblemJson(const Problem& problem) {
-  rapidjson::StringBuffer buffer;
+  StringSink buffer;
   Writer w(buffer);
   w.StartObject();
   Str(w, "type", ProblemType(problem.code));
@@ -351,7 +364,7 @@ std::string ProblemJson(const Problem& problem) {
   Str(w, "request_id", problem.request_id);
   for (const auto& [name, value] : problem.extra) Str(w, name, value);
   w.EndObject();
-  return Finish(buffer);
+  return buffer.Take();
 }
 
 Status ParseJson(std::string_view body, rapidjson::Document* doc) {
@@ -432,10 +445,10 @@ Result<std::string> ParseKeyNameBody(const rapidjson::Value& body) {
 }
 
 std::string CanonicalJson(const rapidjson::Value& value) {
-  rapidjson::StringBuffer buffer;
+  StringSink buffer;
   Writer w(buffer);
   WriteCanonical(w, value);
-  return Finish(buffer);
+  return buffer.Take();
 }
 
 std::string Base64Encode(std::string_view bytes) {

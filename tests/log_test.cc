@@ -1,6 +1,7 @@
 // The shim's log on stderr: one access line per request that names the
 // key id but never the key, and the lifecycle lines of `serve`.
 #include <doctest/doctest.h>
+#include <httplib.h>
 #include <rapidjson/document.h>
 
 #include <algorithm>
@@ -82,6 +83,42 @@ TEST_CASE("generated request ids are well formed and distinct") {
     CHECK(id.rfind("req_", 0) == 0);
     CHECK(id.find_first_not_of("0123456789abcdef", 4) == std::string::npos);
   }
+}
+
+// A pool thread keeps its access context from one request to the next:
+// the second request on a keep-alive connection (same thread) must log its
+// own route, a fresh request id and no key, not the first one's.
+TEST_CASE("a keep-alive connection's second request logs only its own") {
+  TempDir dir;
+  std::string log = dir.path() + "/shim.log";
+  std::string key = CreateUser(dir.path() + "/data", "starter");
+  {
+    LoggedShim shim({"--data", dir.path() + "/data", "--listen", "127.0.0.1:0"},
+                    log);
+    REQUIRE(shim.port() > 0);
+    httplib::Client client("127.0.0.1", shim.port());
+    client.set_keep_alive(true);
+    auto me = client.Get("/me", {{"Authorization", "Bearer " + key},
+                                 {"X-Request-Id", "first-request"}});
+    REQUIRE(me);
+    CHECK(me->status == 200);
+    auto health = client.Get("/healthz");
+    REQUIRE(health);
+    CHECK(health->status == 200);
+    std::string second_id = health->get_header_value("X-Request-Id");
+    CHECK(second_id.rfind("req_", 0) == 0);
+    client.stop();
+    REQUIRE(shim.Stop() == 0);
+  }
+  std::vector<std::string> lines = Lines(ReadFile(log));
+  auto health_line = std::find_if(lines.begin(), lines.end(), [](auto& l) {
+    return l.find(" GET /healthz ") != std::string::npos;
+  });
+  REQUIRE(health_line != lines.end());
+  CHECK(health_line->find("first-request") == std::string::npos);
+  CHECK(health_line->find(" http req_") != std::string::npos);
+  CHECK(health_line->find("key=-") != std::string::npos);
+  CHECK(CountContaining(lines, "http first-request GET /me 200") == 1);
 }
 
 TEST_CASE("an unauthenticated request is logged without a key id") {
