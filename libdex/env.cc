@@ -11,6 +11,7 @@
 #include <ctime>
 #include <iterator>
 #include <mutex>
+#include <shared_mutex>
 
 namespace dex {
 namespace {
@@ -38,23 +39,23 @@ class StderrSink : public Logger {
                    kNames[static_cast<int>(level)], message);
     // One write per line, so that lines of several threads do not
     // interleave. A write of at most PIPE_BUF bytes is atomic on a pipe,
-    // a tty or a regular file, so such lines (every access-log line) take
-    // no lock and request threads do not queue here. Longer lines take the
-    // lock among themselves; on a pipe a short line may still land inside
-    // one of them.
+    // a tty or a regular file, so such lines (every access-log line) only
+    // share the lock and request threads do not queue behind each other.
+    // A longer line, which a pipe may take in pieces, holds it alone.
     if (line.size() <= PIPE_BUF) {
+      std::shared_lock<std::shared_mutex> lock(mu_);
       ssize_t ignored = write(2, line.data(), line.size());
       (void)ignored;
       return;
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::shared_mutex> lock(mu_);
     ssize_t ignored = write(2, line.data(), line.size());
     (void)ignored;
   }
 
  private:
   LogLevel min_level_;
-  std::mutex mu_;
+  std::shared_mutex mu_;
 };
 
 class NullSink : public Logger {

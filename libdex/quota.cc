@@ -96,6 +96,8 @@ bool ParseSubscriptionStatus(std::string_view text,
   return false;
 }
 
+// Both work on FormatTime's text, which covers years 0000 to 9999: a clock
+// outside those (only a broken one) maps to the nearest end.
 std::string PeriodOf(int64_t unix_ms) {
   char time[kFormattedTimeChars];
   return std::string(FormatTime(unix_ms, time).substr(0, 7));  // YYYY-MM

@@ -195,14 +195,17 @@ Status DecodePlanFresh(std::string_view bytes, Plan* plan) {
   RecordDoc doc;
   if (!doc.Parse(bytes)) return Corrupt("plan");
   Reader r{doc.root()};
+  // Missing maxima take PlanMaxima's defaults, never what *plan held: the
+  // memo hands the result to later callers too.
+  const PlanMaxima defaults;
   plan->name = r.GetStr("name");
   plan->quota_monthly = r.GetInt("quota_monthly");
-  plan->max.wall_ms = r.GetInt("wall_ms", plan->max.wall_ms);
-  plan->max.cpu_ms = r.GetInt("cpu_ms", plan->max.cpu_ms);
-  plan->max.memory_mb = r.GetInt("memory_mb", plan->max.memory_mb);
-  plan->max.output_bytes = r.GetInt("output_bytes", plan->max.output_bytes);
-  plan->max.processes = r.GetInt("processes", plan->max.processes);
-  plan->max.concurrent = r.GetInt("concurrent", plan->max.concurrent);
+  plan->max.wall_ms = r.GetInt("wall_ms", defaults.wall_ms);
+  plan->max.cpu_ms = r.GetInt("cpu_ms", defaults.cpu_ms);
+  plan->max.memory_mb = r.GetInt("memory_mb", defaults.memory_mb);
+  plan->max.output_bytes = r.GetInt("output_bytes", defaults.output_bytes);
+  plan->max.processes = r.GetInt("processes", defaults.processes);
+  plan->max.concurrent = r.GetInt("concurrent", defaults.concurrent);
   return Status::Ok();
 }
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
@@ -43,6 +44,9 @@ std::string_view View(const MDB_val& v) {
 // Transactions of any store this thread holds open; see ResizeGate.
 thread_local int t_open_txns = 0;
 
+// The longest a thread waits at a closed ResizeGate before going through.
+constexpr auto kMaxGateWait = std::chrono::milliseconds(100);
+
 // A shared lock that every transaction holds, taken exclusively while the
 // map is resized (LMDB requires that no transaction of the process is
 // active then). glibc's rwlock lets new readers in while a writer waits, so
@@ -51,12 +55,20 @@ thread_local int t_open_txns = 0;
 // resize closes the gate: threads that hold no transaction wait for it
 // before taking the lock. A thread that holds one goes through, since the
 // resize is waiting for it to finish.
+//
+// The wait is bounded (kMaxGateWait), so the gate can delay but never
+// deadlock: a thread that holds a transaction and waits for another thread
+// that wants to read, or a transaction ended on another thread than the
+// one that began it (which skews t_open_txns), costs at most that long.
+// Transactions last microseconds, so the resize gets its turn well within
+// it.
 class ResizeGate {
  public:
   void LockShared() {
-    if (resizers_.load(std::memory_order_acquire) > 0 && t_open_txns == 0) {
+    if (resizers_.load(std::memory_order_acquire) > 0 && t_open_txns <= 0) {
       std::unique_lock<std::mutex> lock(gate_mu_);
-      gate_open_.wait(lock, [this] { return resizers_.load() == 0; });
+      gate_open_.wait_for(lock, kMaxGateWait,
+                          [this] { return resizers_.load() == 0; });
     }
     mu_.lock_shared();
     ++t_open_txns;

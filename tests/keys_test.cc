@@ -133,6 +133,16 @@ TEST_CASE("decoding follows the bytes, not the last record decoded") {
   CHECK(user.plan == "free");
   REQUIRE(dex::internal::DecodeUser(user_bytes, &user).ok());
   CHECK(user.plan == "pro");
+  // A plan record without maxima gets PlanMaxima's defaults, whatever the
+  // caller's Plan held (the kept record is handed to later callers).
+  const std::string bare_plan = R"({"name":"p","quota_monthly":5})";
+  for (int64_t junk : {int64_t{1}, int64_t{2}}) {
+    dex::Plan plan;
+    plan.max.wall_ms = junk;
+    REQUIRE(dex::internal::DecodePlan(bare_plan, &plan).ok());
+    CHECK(plan.max.wall_ms == dex::PlanMaxima().wall_ms);
+    CHECK(plan.quota_monthly == 5);
+  }
 }
 
 TEST_CASE_FIXTURE(KeysFixture, "the last active key cannot be disabled") {

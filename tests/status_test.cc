@@ -77,8 +77,9 @@ TEST_CASE("a time formatted into a buffer is the same text") {
   }
 }
 
-// Log lines go out without a lock, one write(2) each: lines of threads
-// logging at once must still arrive whole, one per line.
+// Log lines go out in one write(2) each, short ones sharing the lock: lines
+// of threads logging at once must still arrive whole, one per line, even
+// beside lines too long for a pipe to take at once.
 TEST_CASE("lines logged by many threads at once arrive whole") {
   int pipe_fds[2];
   REQUIRE(pipe(pipe_fds) == 0);
@@ -106,6 +107,15 @@ TEST_CASE("lines logged by many threads at once arrive whole") {
       }
     });
   }
+  // One more thread writes lines longer than a pipe takes at once.
+  const std::string long_padding(200000, 'L');
+  writers.emplace_back([&] {
+    dex::Logger* logger = dex::StderrLogger(dex::LogLevel::kInfo);
+    for (int i = 0; i < 20; ++i) {
+      logger->Log(dex::LogLevel::kInfo,
+                  "long n" + std::to_string(i) + " " + long_padding);
+    }
+  });
   for (auto& w : writers) w.join();
   REQUIRE(dup2(saved_stderr, 2) == 2);  // closes the pipe's last writer
   close(saved_stderr);
@@ -116,7 +126,14 @@ TEST_CASE("lines logged by many threads at once arrive whole") {
   std::istringstream lines(received);
   std::string line;
   int count = 0, bad = 0;
+  int long_lines = 0;
   while (std::getline(lines, line)) {
+    if (line.size() > 20 && line.substr(20) == " info long n" +
+                                                   std::to_string(long_lines) +
+                                                   " " + long_padding) {
+      ++long_lines;
+      continue;
+    }
     ++count;
     // "<20-char time> info t<T> n<I> <padding>"
     int t = -1, i = -1;
@@ -133,4 +150,5 @@ TEST_CASE("lines logged by many threads at once arrive whole") {
   }
   CHECK(bad == 0);
   CHECK(count == kThreads * kLines);
+  CHECK(long_lines == 20);
 }

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -299,4 +300,44 @@ TEST_CASE("many threads reuse read transactions while a writer commits") {
     CHECK(txn->Get(dex::Table::kUsers, "n", &value).ok());
     CHECK(value == "200");
   }
+}
+
+// A thread that holds a read transaction and waits for another thread's
+// read, while a map resize waits for the first: the gate that holds new
+// readers back during a resize must not turn this into a deadlock.
+TEST_CASE(
+    "a reader waited on by a transaction's holder gets through a resize") {
+  dex::test::TempDir dir;
+  auto store = OpenStore(dir.path(), 1 << 20, 64 << 20);
+  REQUIRE(store
+              ->Update([](dex::Txn& txn) {
+                return txn.Put(dex::Table::kUsers, "n", "1");
+              })
+              .ok());
+  std::optional<dex::Txn> held;  // this thread holds a transaction
+  {
+    auto txn = store->BeginRead();
+    REQUIRE(txn.ok());
+    held.emplace(std::move(*txn));
+  }
+  dex::Status grown;
+  std::thread writer([&] {
+    // Needs the map to grow, so waits for every transaction to end.
+    grown = store->Update([](dex::Txn& txn) {
+      return txn.Put(dex::Table::kScripts, "big", std::string(2 << 20, 'b'));
+    });
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  std::atomic<bool> read{false};
+  std::thread helper([&] {
+    auto txn = store->BeginRead();
+    std::string value;
+    read = txn.ok() && txn->Get(dex::Table::kUsers, "n", &value).ok() &&
+           value == "1";
+  });
+  helper.join();  // without a bounded gate this never returns
+  CHECK(read.load());
+  held.reset();
+  writer.join();
+  CHECK_MESSAGE(grown.ok(), grown.ToString());
 }

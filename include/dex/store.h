@@ -88,8 +88,10 @@ struct WriteOptions {
 class Store;
 
 // A transaction. Move-only; an uncommitted transaction aborts when
-// destroyed. Not safe to share between threads; at most one write
-// transaction exists at a time per process (others block in Begin).
+// destroyed. Not safe to share between threads, and best ended on the
+// thread that began it; at most one write transaction exists at a time per
+// process (others block in Begin). While the map grows, a thread that
+// holds no transaction may wait up to 100 ms in Begin.
 class DEX_EXPORT Txn {
  public:
   Txn(Txn&& other) noexcept;
