@@ -46,10 +46,9 @@ struct Reader {
 
 // A record's parse tree, built in space on the caller's stack. A plain
 // rapidjson::Document takes a 64 KiB chunk from malloc for every parse and
-// frees it again, which makes malloc consolidate its free lists: for GET
-// /me, which decodes three small records, that was about 2% of the server's
-// time. A record too big for the space (an execution's output) spills to
-// the heap as before.
+// frees it again (and freeing that much makes malloc consolidate its free
+// lists); GET /me decodes three small records. A record too big for the
+// space (an execution's output) spills to the heap as before.
 class RecordDoc {
  public:
   RecordDoc()
