@@ -3,15 +3,14 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
 #include <climits>
-#include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <iterator>
 #include <mutex>
 #include <shared_mutex>
+
+#include "libdex/calendar.h"
 
 namespace dex {
 namespace {
@@ -99,39 +98,20 @@ bool ParseLogLevel(std::string_view text, LogLevel* level) {
   return false;
 }
 
-// Plain arithmetic on the proleptic Gregorian calendar, not gmtime_r:
-// glibc's takes a process-wide lock, and every request's log line and
-// timestamps went through it.
+// Plain arithmetic (calendar.h), not gmtime_r: glibc's takes a
+// process-wide lock, and every request's log line and timestamps went
+// through it.
 std::string FormatTime(int64_t unix_ms) {
   char out[kFormattedTimeChars];
   return std::string(FormatTime(unix_ms, out));
 }
 
 std::string_view FormatTime(int64_t unix_ms, char (&out)[kFormattedTimeChars]) {
-  auto floor_div = [](int64_t a, int64_t b) {
-    return a / b - ((a % b != 0) && ((a < 0) != (b < 0)));
-  };
-  // RFC 3339 has four-digit years: 0000-01-01 to 9999-12-31.
-  unix_ms =
-      std::clamp<int64_t>(unix_ms, -62'167'219'200'000, 253'402'300'799'999);
-  int64_t seconds = floor_div(unix_ms, 1000);
-  int64_t days = floor_div(seconds, 86'400);
+  using internal::FloorDiv;
+  int64_t seconds = FloorDiv(internal::ClampToFourDigitYears(unix_ms), 1000);
+  int64_t days = FloorDiv(seconds, 86'400);
   int64_t second_of_day = seconds - days * 86'400;
-  // Days since 0000-03-01, in 400-year eras of 146097 days; a year here
-  // starts in March, so that February's leap day ends it.
-  int64_t since_march = days + 719'468;
-  int64_t era = floor_div(since_march, 146'097);
-  int64_t day_of_era = since_march - era * 146'097;
-  int64_t year_of_era = (day_of_era - day_of_era / 1'460 + day_of_era / 36'524 -
-                         day_of_era / 146'096) /
-                        365;
-  int64_t day_of_year =
-      day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-  int64_t month_from_march = (5 * day_of_year + 2) / 153;
-  int64_t day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-  int64_t month =
-      month_from_march < 10 ? month_from_march + 3 : month_from_march - 9;
-  int64_t year = year_of_era + era * 400 + (month <= 2 ? 1 : 0);
+  internal::CivilDate date = internal::CivilFromDays(days);
   // YYYY-MM-DDTHH:MM:SSZ, written digit by digit (no locale, no printf).
   static_assert(sizeof("0000-00-00T00:00:00Z") == kFormattedTimeChars + 1);
   std::memcpy(out, "0000-00-00T00:00:00Z", kFormattedTimeChars);
@@ -140,9 +120,9 @@ std::string_view FormatTime(int64_t unix_ms, char (&out)[kFormattedTimeChars]) {
       out[at + i] = static_cast<char>('0' + value % 10);
     }
   };
-  put(0, year, 4);
-  put(5, month, 2);
-  put(8, day, 2);
+  put(0, date.year, 4);
+  put(5, date.month, 2);
+  put(8, date.day, 2);
   put(11, second_of_day / 3600, 2);
   put(14, second_of_day / 60 % 60, 2);
   put(17, second_of_day % 60, 2);

@@ -1,12 +1,12 @@
 #include "dex/quota.h"
 
 #include <charconv>
-#include <ctime>
 #include <string_view>
 #include <system_error>
 
 #include "dex/env.h"
 #include "dex/keys.h"
+#include "libdex/calendar.h"
 #include "libdex/records.h"
 
 namespace dex {
@@ -96,38 +96,25 @@ bool ParseSubscriptionStatus(std::string_view text,
   return false;
 }
 
-// Both work on FormatTime's text, which covers years 0000 to 9999: a clock
+// Both clamp the time to years 0000 to 9999, as FormatTime does: a clock
 // outside those (only a broken one) maps to the nearest end.
 std::string PeriodOf(int64_t unix_ms) {
   char time[kFormattedTimeChars];
   return std::string(FormatTime(unix_ms, time).substr(0, 7));  // YYYY-MM
 }
 
-// Days from 1970-01-01 to the first of `month` (1 to 12) in `year`, on the
-// proleptic Gregorian calendar: plain arithmetic, as FormatTime's, instead
-// of gmtime_r and timegm, which take glibc's time-zone lock on every
-// request.
-int64_t DaysToMonthStart(int64_t year, int64_t month) {
-  if (month <= 2) --year;  // years start in March here, leap day last
-  int64_t era = (year >= 0 ? year : year - 399) / 400;
-  int64_t year_of_era = year - era * 400;
-  int64_t month_from_march = month > 2 ? month - 3 : month + 9;
-  int64_t day_of_year = (153 * month_from_march + 2) / 5;
-  int64_t day_of_era =
-      year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-  return era * 146'097 + day_of_era - 719'468;
-}
-
 void PeriodBounds(int64_t unix_ms, int64_t* start_ms, int64_t* end_ms) {
-  char time[kFormattedTimeChars];
-  std::string_view text = FormatTime(unix_ms, time);
-  int64_t year = 0, month = 0;
-  std::from_chars(text.data(), text.data() + 4, year);
-  std::from_chars(text.data() + 5, text.data() + 7, month);
-  int64_t next_year = month == 12 ? year + 1 : year;
-  int64_t next_month = month == 12 ? 1 : month + 1;
-  *start_ms = DaysToMonthStart(year, month) * 86'400'000;
-  *end_ms = DaysToMonthStart(next_year, next_month) * 86'400'000;
+  constexpr int64_t kDayMs = 86'400'000;
+  internal::CivilDate start = internal::CivilFromDays(
+      internal::FloorDiv(internal::ClampToFourDigitYears(unix_ms), kDayMs));
+  start.day = 1;
+  internal::CivilDate end = start;
+  if (++end.month > 12) {
+    end.month = 1;
+    ++end.year;
+  }
+  *start_ms = internal::DaysFromCivil(start) * kDayMs;
+  *end_ms = internal::DaysFromCivil(end) * kDayMs;
 }
 
 Quota::Quota(Store* store, const QuotaOptions& options)

@@ -41,6 +41,10 @@ struct Reader {
     if (it == v.MemberEnd() || !it->value.IsInt64()) return fallback;
     return it->value.GetInt64();
   }
+  bool GetBool(const char* name) const {
+    auto it = v.FindMember(name);
+    return it != v.MemberEnd() && it->value.IsBool() && it->value.GetBool();
+  }
   bool Has(const char* name) const { return v.HasMember(name); }
 };
 
@@ -243,9 +247,7 @@ Status DecodeKeyFresh(std::string_view bytes, KeyRecord* key) {
   key->info.name = r.GetStr("name");
   key->info.hint = r.GetStr("hint");
   key->hash_hex = r.GetStr("hash");
-  auto active = doc.root().FindMember("active");
-  key->info.active = active != doc.root().MemberEnd() &&
-                     active->value.IsBool() && active->value.GetBool();
+  key->info.active = r.GetBool("active");
   key->info.created_ms = r.GetInt("created_ms");
   key->info.last_used_ms.reset();
   key->info.disabled_ms.reset();
@@ -331,13 +333,9 @@ Status DecodeExecution(std::string_view bytes, Execution* e) {
   o.startup_ms = r.GetInt("startup_ms");
   o.stdout_data = r.GetStr("stdout");
   o.stderr_data = r.GetStr("stderr");
-  auto flag = [&](const char* name) {
-    auto it = doc.root().FindMember(name);
-    return it != doc.root().MemberEnd() && it->value.IsBool() &&
-           it->value.GetBool();
-  };
-  o.stdout_truncated = flag("stdout_truncated");
-  o.stderr_truncated = flag("stderr_truncated");
+
+  o.stdout_truncated = r.GetBool("stdout_truncated");
+  o.stderr_truncated = r.GetBool("stderr_truncated");
   e->detail = r.GetStr("detail");
   return Status::Ok();
 }

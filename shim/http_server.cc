@@ -563,16 +563,15 @@ Status HttpServer::Rep::Resolve(Call& call, std::string_view path) {
 }
 
 Status HttpServer::Rep::Authenticate(Call& call) {
-  size_t count = call.req.get_header_value_count("Authorization");
-  if (count == 0) {
+  auto [first, end] = call.req.headers.equal_range("Authorization");
+  if (first == end) {
     return Status(Category::kUnauthenticated, "missing_credentials",
                   "send the API key as 'Authorization: Bearer <key>'");
   }
   // The header's own copy, read in place: it holds the key.
-  std::string_view value =
-      call.req.headers.equal_range("Authorization").first->second;
+  std::string_view value = first->second;
   size_t space = value.find(' ');
-  if (count > 1 || space == std::string::npos ||
+  if (std::next(first) != end || space == std::string::npos ||
       Lower(value.substr(0, space)) != "bearer") {
     return Status(Category::kUnauthenticated, "invalid_token",
                   "the Authorization header must be 'Bearer <key>'");

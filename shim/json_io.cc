@@ -4,7 +4,6 @@
 #include <openssl/evp.h>
 #include <rapidjson/error/en.h>
 #include <rapidjson/reader.h>
-#include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
 #include <algorithm>
@@ -64,15 +63,9 @@ void Time(Writer& w, std::string_view name, int64_t unix_ms) {
 // A time that may not have happened yet: null then.
 void OptTime(Writer& w, std::string_view name,
              const std::optional<int64_t>& unix_ms) {
+  if (unix_ms) return Time(w, name, *unix_ms);
   Key(w, name);
-  if (unix_ms) {
-    char text[kFormattedTimeChars];
-    std::string_view formatted = FormatTime(*unix_ms, text);
-    w.String(formatted.data(),
-             static_cast<rapidjson::SizeType>(formatted.size()));
-  } else {
-    w.Null();
-  }
+  w.Null();
 }
 
 void WriteKey(Writer& w, const KeyInfo& key) {

@@ -25,17 +25,20 @@ std::unique_ptr<dex::Store> OpenStore(const std::string& path,
   return std::move(*store);
 }
 
+// Puts one user-table entry in a transaction of its own.
+dex::Status PutUser(dex::Store& store, const std::string& key,
+                    const std::string& value) {
+  return store.Update(
+      [&](dex::Txn& txn) { return txn.Put(dex::Table::kUsers, key, value); });
+}
+
 }  // namespace
 
 TEST_CASE("a committed value survives reopening the store") {
   dex::test::TempDir dir;
   {
     auto store = OpenStore(dir.path());
-    CHECK(store
-              ->Update([](dex::Txn& txn) {
-                return txn.Put(dex::Table::kUsers, "u1", "alice");
-              })
-              .ok());
+    CHECK(PutUser(*store, "u1", "alice").ok());
   }
   auto store = OpenStore(dir.path());
   auto txn = store->BeginRead();
@@ -206,11 +209,7 @@ TEST_CASE("a reused read transaction sees later commits") {
   dex::test::TempDir dir;
   auto store = OpenStore(dir.path(), 1 << 20, 1 << 20);
   for (int i = 0; i < 3; ++i) {
-    REQUIRE(store
-                ->Update([&](dex::Txn& txn) {
-                  return txn.Put(dex::Table::kUsers, "u", std::to_string(i));
-                })
-                .ok());
+    REQUIRE(PutUser(*store, "u", std::to_string(i)).ok());
     auto txn = store->BeginRead();
     REQUIRE(txn.ok());
     std::string value;
@@ -223,11 +222,7 @@ TEST_CASE("a reused read transaction sees later commits") {
 TEST_CASE("a Get into a view reads the stored bytes in place") {
   dex::test::TempDir dir;
   auto store = OpenStore(dir.path());
-  REQUIRE(store
-              ->Update([](dex::Txn& txn) {
-                return txn.Put(dex::Table::kUsers, "u", "some bytes");
-              })
-              .ok());
+  REQUIRE(PutUser(*store, "u", "some bytes").ok());
   auto txn = store->BeginRead();
   REQUIRE(txn.ok());
   std::string_view value;
@@ -245,11 +240,7 @@ TEST_CASE("many threads reuse read transactions while a writer commits") {
   dex::test::TempDir dir;
   // Readers pin old pages, so the writer grows the map as it goes.
   auto store = OpenStore(dir.path(), 1 << 20, 64 << 20);
-  REQUIRE(store
-              ->Update([](dex::Txn& txn) {
-                return txn.Put(dex::Table::kUsers, "n", "0");
-              })
-              .ok());
+  REQUIRE(PutUser(*store, "n", "0").ok());
   std::atomic<bool> done{false};
   std::atomic<int> bad{0};
   std::atomic<int> last_seen{0};
@@ -309,11 +300,7 @@ TEST_CASE(
     "a reader waited on by a transaction's holder gets through a resize") {
   dex::test::TempDir dir;
   auto store = OpenStore(dir.path(), 1 << 20, 64 << 20);
-  REQUIRE(store
-              ->Update([](dex::Txn& txn) {
-                return txn.Put(dex::Table::kUsers, "n", "1");
-              })
-              .ok());
+  REQUIRE(PutUser(*store, "n", "1").ok());
   std::optional<dex::Txn> held;  // this thread holds a transaction
   {
     auto txn = store->BeginRead();
